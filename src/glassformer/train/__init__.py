@@ -1,0 +1,1 @@
+"""glassformer.train."""
