@@ -103,7 +103,10 @@ def eager_attention(
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
     if mask is not None:
         scores = scores + mask
-    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, H, Tq, Tk)
+    # Softmax in at least float32 (half precision loses the small weights), but never below the
+    # input's own precision: float64 stays float64.
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
+    weights = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(q.dtype)  # (B, H, Tq, Tk)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights  # (B, H, Tq, D)
