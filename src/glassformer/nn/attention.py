@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.nn.positional import apply_rotary
 from glassformer.nn.masks import causal_mask, check_mask_shape, to_additive
+from glassformer.nn.positional import apply_rotary
 
 if TYPE_CHECKING:
     from glassformer.nn.cache import KVCache
