@@ -1,0 +1,382 @@
+"""Hugging Face checkpoints <-> glassformer GPT: GPT-2 (``GPT2LMHeadModel``) and Llama (``LlamaForCausalLM``).
+
+A Hugging Face folder holds ``config.json`` (field names differ per architecture) and
+``model.safetensors`` (tensor names differ too). Converting is renaming, plus two twists for
+GPT-2, whose code predates ``nn.Linear`` conventions:
+
+* GPT-2's layers are ``Conv1D`` modules that store their weight as ``(in, out)``, the transpose
+  of ``nn.Linear``'s ``(out, in)``: every GPT-2 matrix is transposed on the way in and out.
+* GPT-2 computes queries, keys and values with one fused ``c_attn`` of output width
+  ``3 * n_embd``; its output columns are ``[q | k | v]``. After the transpose the rows are
+  ``[q; k; v]``, so splitting into three equal row blocks gives our ``q_proj``, ``k_proj``,
+  ``v_proj`` (and the bias splits the same way). Exporting concatenates them back.
+
+Llama's names map one to one onto ours and need no transposes. Tied embeddings: the file
+stores the embedding matrix once and ``lm_head.weight`` is absent (or equal to it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from glassformer.models.gpt.config import GPTConfig
+from glassformer.models.gpt.model import GPT
+from glassformer.utils.config import write_text_atomic
+
+# A value that is a tuple means the Hugging Face tensor is our tensors concatenated along the
+# output dimension (GPT-2's fused q/k/v). "{}" stands for the layer number.
+KeyMap = dict[str, str | tuple[str, ...]]
+
+GPT2_KEYS: KeyMap = {
+    "transformer.wte.weight": "wte.weight",
+    "transformer.wpe.weight": "wpe.weight",
+    "transformer.h.{}.ln_1.weight": "stack.layers.{}.attn_norm.weight",
+    "transformer.h.{}.ln_1.bias": "stack.layers.{}.attn_norm.bias",
+    "transformer.h.{}.attn.c_attn.weight": (
+        "stack.layers.{}.attn.q_proj.weight", "stack.layers.{}.attn.k_proj.weight", "stack.layers.{}.attn.v_proj.weight",
+    ),
+    "transformer.h.{}.attn.c_attn.bias": (
+        "stack.layers.{}.attn.q_proj.bias", "stack.layers.{}.attn.k_proj.bias", "stack.layers.{}.attn.v_proj.bias",
+    ),
+    "transformer.h.{}.attn.c_proj.weight": "stack.layers.{}.attn.o_proj.weight",
+    "transformer.h.{}.attn.c_proj.bias": "stack.layers.{}.attn.o_proj.bias",
+    "transformer.h.{}.ln_2.weight": "stack.layers.{}.ffn_norm.weight",
+    "transformer.h.{}.ln_2.bias": "stack.layers.{}.ffn_norm.bias",
+    "transformer.h.{}.mlp.c_fc.weight": "stack.layers.{}.ffn.up.weight",
+    "transformer.h.{}.mlp.c_fc.bias": "stack.layers.{}.ffn.up.bias",
+    "transformer.h.{}.mlp.c_proj.weight": "stack.layers.{}.ffn.down.weight",
+    "transformer.h.{}.mlp.c_proj.bias": "stack.layers.{}.ffn.down.bias",
+    "transformer.ln_f.weight": "stack.final_norm.weight",
+    "transformer.ln_f.bias": "stack.final_norm.bias",
+    "lm_head.weight": "lm_head.weight",
+}  # fmt: skip
+# GPT-2 Conv1D weights, stored (in, out): transposed in both directions.
+GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# Buffers old GPT-2 files carry (the causal mask): not weights, safe to drop.
+GPT2_IGNORED = re.compile(r"\.attn\.(bias|masked_bias)$")
+
+LLAMA_KEYS: KeyMap = {
+    "model.embed_tokens.weight": "wte.weight",
+    "model.layers.{}.input_layernorm.weight": "stack.layers.{}.attn_norm.weight",
+    "model.layers.{}.self_attn.q_proj.weight": "stack.layers.{}.attn.q_proj.weight",
+    "model.layers.{}.self_attn.k_proj.weight": "stack.layers.{}.attn.k_proj.weight",
+    "model.layers.{}.self_attn.v_proj.weight": "stack.layers.{}.attn.v_proj.weight",
+    "model.layers.{}.self_attn.o_proj.weight": "stack.layers.{}.attn.o_proj.weight",
+    "model.layers.{}.self_attn.q_proj.bias": "stack.layers.{}.attn.q_proj.bias",
+    "model.layers.{}.self_attn.k_proj.bias": "stack.layers.{}.attn.k_proj.bias",
+    "model.layers.{}.self_attn.v_proj.bias": "stack.layers.{}.attn.v_proj.bias",
+    "model.layers.{}.self_attn.o_proj.bias": "stack.layers.{}.attn.o_proj.bias",
+    "model.layers.{}.post_attention_layernorm.weight": "stack.layers.{}.ffn_norm.weight",
+    "model.layers.{}.mlp.gate_proj.weight": "stack.layers.{}.ffn.gate.weight",
+    "model.layers.{}.mlp.up_proj.weight": "stack.layers.{}.ffn.up.weight",
+    "model.layers.{}.mlp.down_proj.weight": "stack.layers.{}.ffn.down.weight",
+    "model.layers.{}.mlp.gate_proj.bias": "stack.layers.{}.ffn.gate.bias",
+    "model.layers.{}.mlp.up_proj.bias": "stack.layers.{}.ffn.up.bias",
+    "model.layers.{}.mlp.down_proj.bias": "stack.layers.{}.ffn.down.bias",
+    "model.norm.weight": "stack.final_norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+LLAMA_IGNORED = re.compile(r"rotary_emb\.inv_freq$")  # a recomputable buffer some old files hold
+
+HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+                  "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}  # fmt: skip
+# Files of a Hugging Face tokenizer that travel with the weights.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+
+def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig:
+    """Translate a Hugging Face ``config.json`` (GPT-2 or Llama) into a :class:`GPTConfig`."""
+    kind = hf.get("model_type")
+    if kind == "gpt2":
+        for field, ok in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
+                          ("scale_attn_weights", True), ("add_cross_attention", False)):  # fmt: skip
+            if hf.get(field, ok) != ok:
+                raise ValueError(f"{source}: GPT-2 with {field}={hf[field]!r} is not supported")
+        act = hf.get("activation_function", "gelu_new")
+        if act not in HF_ACTIVATIONS:
+            raise ValueError(f"{source}: unsupported activation_function {act!r}; known: {sorted(HF_ACTIVATIONS)}")
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024), n_layer=hf["n_layer"],
+            n_head=hf["n_head"], n_embd=hf["n_embd"], ffn_hidden=hf.get("n_inner"),
+            pos_encoding="learned", norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            activation=HF_ACTIVATIONS[act], bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
+            dropout=0.0, init_std=hf.get("initializer_range", 0.02),
+            **_special_ids(hf),
+        )  # fmt: skip
+    if kind == "llama":
+        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"{source}: RoPE scaling {rope_type!r} is not supported (only 'default')")
+        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        if hf.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"{source}: Llama with hidden_act={hf['hidden_act']!r} is not supported (only 'silu')")
+        attention_bias, mlp_bias = hf.get("attention_bias", False), hf.get("mlp_bias", False)
+        if attention_bias != mlp_bias:
+            raise ValueError(
+                f"{source}: attention_bias={attention_bias} with mlp_bias={mlp_bias} is not supported; "
+                "glassformer's GPTConfig.bias covers both"
+            )
+        n_head = hf["num_attention_heads"]
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], block_size=hf.get("max_position_embeddings", 2048),
+            n_layer=hf["num_hidden_layers"], n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head,
+            n_embd=hf["hidden_size"], head_dim=hf.get("head_dim"), ffn_hidden=hf["intermediate_size"],
+            pos_encoding="rope", rope_theta=float(theta), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6),
+            activation="swiglu", bias=bool(attention_bias), tie_embeddings=hf.get("tie_word_embeddings", False),
+            dropout=0.0, init_std=hf.get("initializer_range", 0.02),
+            **_special_ids(hf),
+        )  # fmt: skip
+    raise ValueError(
+        f"{source}: model_type {kind!r} is not a GPT-family architecture glassformer reads; "
+        "supported: 'gpt2' (GPT2LMHeadModel) and 'llama' (LlamaForCausalLM)"
+    )
+
+
+def _special_ids(hf: dict[str, Any]) -> dict[str, int | None]:
+    """bos/eos ids. Hugging Face allows a list of eos ids (GPTConfig keeps the first) and, with only
+    a warning, ids outside the vocabulary (a config copied from a bigger model): those become None."""
+    out = {}
+    for name in ("bos_token_id", "eos_token_id"):
+        value = hf.get(name)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        out[name] = value if isinstance(value, int) and 0 <= value < hf["vocab_size"] else None
+    return out
+
+
+def architecture(config: GPTConfig) -> str:
+    """``"gpt2"`` or ``"llama"``: the Hugging Face architecture a config can be saved as."""
+    c = config
+    if (c.pos_encoding, c.norm, c.activation) == ("learned", "layernorm", "gelu_tanh") or (
+        c.pos_encoding == "learned" and c.norm == "layernorm" and c.activation in ("gelu", "relu", "silu")
+    ):
+        if not c.bias:
+            raise ValueError("GPT-2 checkpoints always have biases; this config has bias=False")
+        if c.kv_heads != c.n_head or c.head_size * c.n_head != c.n_embd:
+            raise ValueError("GPT-2 checkpoints have n_kv_head == n_head and head_dim == n_embd // n_head")
+        return "gpt2"
+    if (c.pos_encoding, c.norm, c.activation) == ("rope", "rmsnorm", "swiglu"):
+        return "llama"
+    raise ValueError(
+        f"no Hugging Face architecture matches pos_encoding={c.pos_encoding!r}, norm={c.norm!r}, "
+        f"activation={c.activation!r}: GPT-2 needs learned/layernorm/gelu_tanh, Llama needs rope/rmsnorm/swiglu"
+    )
+
+
+def config_to_hf(config: GPTConfig) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` for a config (see :func:`architecture`)."""
+    c = config
+    ids = {"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id}
+    if architecture(c) == "gpt2":
+        act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}[c.activation]
+        return {
+            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+            "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
+            "n_inner": c.ffn_hidden, "activation_function": act, "layer_norm_epsilon": c.norm_eps,
+            "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
+            "initializer_range": c.init_std, "tie_word_embeddings": c.tie_embeddings, **ids,
+        }  # fmt: skip
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
+        "max_position_embeddings": c.block_size, "hidden_size": c.n_embd, "intermediate_size": c.ffn_size,
+        "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "num_key_value_heads": c.kv_heads,
+        "head_dim": c.head_size, "hidden_act": "silu", "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "attention_bias": c.bias, "mlp_bias": c.bias, "attention_dropout": c.dropout,
+        "initializer_range": c.init_std, "tie_word_embeddings": c.tie_embeddings, **ids,
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# weights
+
+
+def expand_keys(keys: KeyMap, n_layer: int) -> Iterator[tuple[str, str | tuple[str, ...]]]:
+    """The flat map with ``{}`` replaced by each layer number."""
+    for hf_key, ours in keys.items():
+        layers = range(n_layer) if "{}" in hf_key else [None]
+        for i in layers:
+            fill = (lambda s: s.replace("{}", str(i))) if i is not None else (lambda s: s)
+            yield fill(hf_key), (tuple(fill(o) for o in ours) if isinstance(ours, tuple) else fill(ours))
+
+
+def _transposed(arch: str, hf_key: str) -> bool:
+    return arch == "gpt2" and hf_key.endswith(GPT2_TRANSPOSED)
+
+
+def state_dict_from_hf(hf_state: dict[str, Tensor], model: GPT, arch: str, source: str) -> dict[str, Tensor]:
+    """Rename (and for GPT-2 transpose and split) Hugging Face tensors into our state dict."""
+    keys, ignored = (GPT2_KEYS, GPT2_IGNORED) if arch == "gpt2" else (LLAMA_KEYS, LLAMA_IGNORED)
+    if arch == "gpt2":
+        # GPT2Model files (the original openai-community/gpt2 upload) have no "transformer." prefix
+        hf_state = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v
+                    for k, v in hf_state.items()}  # fmt: skip
+    ours_expected = model.state_dict()
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+    for hf_key, ours in expand_keys(keys, model.config.n_layer):
+        names = ours if isinstance(ours, tuple) else (ours,)
+        if names[0] not in ours_expected:
+            continue  # e.g. biases of a bias-free model
+        if hf_key not in hf_state:
+            if hf_key == "lm_head.weight" and model.config.tie_embeddings:
+                continue  # tied: the embedding matrix serves as lm_head
+            raise ValueError(f"{source}: missing tensor {hf_key!r} (needed for {names[0]})")
+        tensor = hf_state[hf_key]
+        used.add(hf_key)
+        if _transposed(arch, hf_key):
+            tensor = tensor.t()  # Conv1D (in, out) -> Linear (out, in)
+        if len(names) > 1:
+            sizes = [ours_expected[n].shape[0] for n in names]
+            if tensor.shape[0] != sum(sizes):
+                raise ValueError(f"{source}: {hf_key} has {tensor.shape[0]} output rows, expected {sum(sizes)}")
+            parts = torch.split(tensor, sizes, dim=0)  # [q; k; v] row blocks
+        else:
+            parts = (tensor,)
+        for name, part in zip(names, parts, strict=True):
+            if part.shape != ours_expected[name].shape:
+                raise ValueError(
+                    f"{source}: {hf_key} has shape {tuple(tensor.shape)}, which does not fit {name} "
+                    f"{tuple(ours_expected[name].shape)}; does config.json match the weights?"
+                )
+            out[name] = part.contiguous()
+    unexpected = [k for k in hf_state if k not in used and not ignored.search(k) and k != "lm_head.weight"]
+    if unexpected:
+        raise ValueError(f"{source}: tensors glassformer does not know how to place: {unexpected[:8]}")
+    return out
+
+
+def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
+    """Our weights under Hugging Face names (tied ``lm_head`` left out, as transformers does)."""
+    arch = architecture(model.config)
+    keys = GPT2_KEYS if arch == "gpt2" else LLAMA_KEYS
+    ours = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for hf_key, names in expand_keys(keys, model.config.n_layer):
+        names = names if isinstance(names, tuple) else (names,)
+        if names[0] not in ours or (hf_key == "lm_head.weight" and model.config.tie_embeddings):
+            continue
+        tensor = torch.cat([ours[n] for n in names], dim=0) if len(names) > 1 else ours[names[0]]
+        if _transposed(arch, hf_key):
+            tensor = tensor.t()  # Linear (out, in) -> Conv1D (in, out)
+        out[hf_key] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def read_safetensors(directory: Path) -> dict[str, Tensor]:
+    """All tensors of ``model.safetensors`` or of a sharded checkpoint (``model.safetensors.index.json``)."""
+    single = directory / "model.safetensors"
+    index = directory / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+    else:
+        found = sorted(p.name for p in directory.iterdir())
+        raise FileNotFoundError(
+            f"{directory}: no model.safetensors (or sharded index); found {found}. glassformer reads "
+            "safetensors only, since pickled weights can run code when loaded"
+        )
+    state: dict[str, Tensor] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                state[key] = f.get_tensor(key)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# folders and hub ids
+
+
+def resolve(path_or_hub_id: str | os.PathLike[str], revision: str | None = None) -> Path:
+    """A local folder as is; anything else is taken as a Hub id and downloaded (needs a network)."""
+    path = Path(path_or_hub_id).expanduser()
+    if path.is_dir():
+        return path
+    text = str(path_or_hub_id)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise FileNotFoundError(f"{text}: not a folder holding a Hugging Face checkpoint")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"{text}: not a local folder, and huggingface_hub (needed to download it) is not installed"
+        ) from None
+    patterns = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                *TOKENIZER_FILES]  # fmt: skip
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=patterns))
+    except Exception as err:  # network errors, unknown repos: one clear message at our boundary
+        raise FileNotFoundError(f"{text}: not a local folder and the Hub download failed: {err}") from err
+
+
+def from_pretrained(
+    path_or_hub_id: str | os.PathLike[str], *, revision: str | None = None, dtype: torch.dtype = torch.float32
+) -> GPT:
+    """Load a GPT-2 or Llama checkpoint in the Hugging Face layout (a folder or a Hub id)."""
+    directory = resolve(path_or_hub_id, revision)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: no config.json; is {directory} a Hugging Face checkpoint?")
+    hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+    if "family" in hf_config:
+        raise ValueError(
+            f"{directory} is a glassformer {hf_config['family']} folder, not a Hugging Face one; "
+            "open it with glassformer.models.load_model"
+        )
+    config = config_from_hf(hf_config, source=str(config_path))
+    arch = hf_config["model_type"]
+    with torch.device("meta"):
+        model = GPT(config)  # no point initialising weights that are about to be overwritten
+    state = state_dict_from_hf(read_safetensors(directory), model, arch, str(directory))
+    model = model.to_empty(device="cpu")
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.wte.weight  # to_empty() re-creates parameters: tie them again
+    _reinit_buffers(model)
+    return model.to(dtype).eval()
+
+
+def _reinit_buffers(model: GPT) -> None:
+    """Non-persistent buffers (RoPE frequencies) are not in the file; recompute them on the real device."""
+    if model.rotary is not None:
+        fresh = type(model.rotary)(model.config.head_size, model.config.rope_theta)
+        model.rotary.inv_freq = fresh.inv_freq
+
+
+def save_pretrained(model: GPT, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads (GPT-2 or Llama).
+
+    A ``tokenizer`` with a ``save_pretrained`` or ``save`` method is written alongside.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config = config_to_hf(model.config)
+    state = state_dict_to_hf(model)
+    tmp = directory / ".model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / "model.safetensors")
+    write_text_atomic(directory / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        saver = getattr(tokenizer, "save_pretrained", None) or getattr(tokenizer, "save", None)
+        if saver is None:
+            raise TypeError(f"cannot save a tokenizer of type {type(tokenizer).__name__}: no save method")
+        saver(directory)
+    return directory
