@@ -209,10 +209,13 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
 def expand_keys(keys: KeyMap, n_layer: int) -> Iterator[tuple[str, str | tuple[str, ...]]]:
     """The flat map with ``{}`` replaced by each layer number."""
     for hf_key, ours in keys.items():
-        layers = range(n_layer) if "{}" in hf_key else [None]
-        for i in layers:
-            fill = (lambda s: s.replace("{}", str(i))) if i is not None else (lambda s: s)
-            yield fill(hf_key), (tuple(fill(o) for o in ours) if isinstance(ours, tuple) else fill(ours))
+        for i in range(n_layer) if "{}" in hf_key else [None]:
+            number = "" if i is None else str(i)
+            hf_name = hf_key.replace("{}", number)
+            if isinstance(ours, tuple):
+                yield hf_name, tuple(o.replace("{}", number) for o in ours)
+            else:
+                yield hf_name, ours.replace("{}", number)
 
 
 def _transposed(arch: str, hf_key: str) -> bool:
