@@ -347,21 +347,10 @@ def from_pretrained(
     config = config_from_hf(hf_config, source=str(config_path))
     arch = hf_config["model_type"]
     with torch.device("meta"):
-        model = GPT(config)  # no point initialising weights that are about to be overwritten
-    state = state_dict_from_hf(read_safetensors(directory), model, arch, str(directory))
-    model = model.to_empty(device="cpu")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.wte.weight  # to_empty() re-creates parameters: tie them again
-    _reinit_buffers(model)
-    return model.to(dtype).eval()
-
-
-def _reinit_buffers(model: GPT) -> None:
-    """Non-persistent buffers (RoPE frequencies) are not in the file; recompute them on the real device."""
-    if model.rotary is not None:
-        fresh = type(model.rotary)(model.config.head_size, model.config.rope_theta)
-        model.rotary.inv_freq = fresh.inv_freq
+        skeleton = GPT(config)  # only the expected names and shapes are needed here
+    state = state_dict_from_hf(read_safetensors(directory), skeleton, arch, str(directory))
+    model = GPT.from_weights(config, {k: v.to(dtype) for k, v in state.items()}, str(directory))
+    return model.eval()
 
 
 def save_pretrained(model: GPT, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:

@@ -79,6 +79,35 @@ class GPT(ModelBase):
             nn.init.normal_(layer.attn.o_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(layer.ffn.down.weight, mean=0.0, std=residual_std)
 
+    @classmethod
+    def from_weights(cls, config: GPTConfig, state: dict[str, Tensor], source: str = "weights") -> GPT:
+        """Build a model straight from a state dict, skipping the random initialisation.
+
+        The model is first built on the ``meta`` device (shapes only), so converting a checkpoint
+        does not spend seconds drawing random numbers that are overwritten at once. A tied
+        ``lm_head.weight`` may be absent from ``state``.
+        """
+        with torch.device("meta"):
+            model = cls(config)
+        expected = model.state_dict()
+        optional = {"lm_head.weight"} if config.tie_embeddings else set()
+        missing = sorted(set(expected) - set(state) - optional)
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{source}: weights do not fit the model; missing {missing[:8]}, unexpected {unexpected[:8]}")
+        for name, tensor in state.items():
+            if tensor.shape != expected[name].shape:
+                raise ValueError(
+                    f"{source}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}"
+                )
+        model = model.to_empty(device="cpu")  # real (uninitialised) memory; every tensor is filled below
+        model.load_state_dict(state, strict=False)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.wte.weight  # to_empty() made separate tensors: tie them again
+        if model.rotary is not None:  # a buffer computed from the config, not stored in files
+            model.rotary.inv_freq = RotaryEmbedding(config.head_size, config.rope_theta).inv_freq
+        return model
+
     @property
     def max_seq_len(self) -> int:
         """The longest sequence (cached plus new tokens) the model accepts."""
