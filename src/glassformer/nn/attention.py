@@ -69,6 +69,12 @@ def _additive_mask(
     b, h, tq, _ = q.shape
     tk = k.shape[2]
     if mask is not None:
+        if mask.dtype != torch.bool and not mask.is_floating_point():
+            # a 1/0 integer mask would otherwise be added to the scores as a +1/0 bias, silently
+            raise TypeError(
+                "mask must be bool (True = attend) or floating (additive); got "
+                f"{mask.dtype}. Turn a 1/0 attention mask into one with glassformer.nn.masks.padding_mask"
+            )
         check_mask_shape(mask, b, h, tq, tk)
     if bias is not None:
         check_mask_shape(bias, b, h, tq, tk)

@@ -1,0 +1,346 @@
+"""The original encoder-decoder Transformer (Vaswani et al. 2017, "Attention Is All You Need").
+
+Read top to bottom, this is the model of the paper's figure 1:
+
+1. source and target tokens become embeddings scaled by ``sqrt(dim)``, plus the fixed sinusoidal
+   position table, then dropout;
+2. the encoder (post-norm blocks: ``x = LayerNorm(x + sublayer(x))``, ReLU FFN) turns the source
+   into the "memory";
+3. the decoder runs causal self-attention over the target, cross-attention over the memory and
+   the FFN, in the same post-norm blocks;
+4. the generator (a linear layer and ``log_softmax``) turns each decoder state into log-probabilities
+   over the target vocabulary.
+
+Both stacks end with one more LayerNorm, as ``torch.nn.Transformer`` does; with those weights
+copied over, the two give the same outputs (``tests/nn/test_transformer.py``). As in the paper,
+the source embedding, the target embedding and the generator can share one matrix
+(``share_embeddings``, which needs one joint vocabulary).
+
+Importing this module registers the presets ``transformer-base`` (the paper's base model) and its
+``transformer-base-tiny`` twin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from glassformer.models.base import ModelBase, ModelOutput
+from glassformer.nn.attention import BACKENDS
+from glassformer.nn.blocks import StackOutput, TransformerStack
+from glassformer.nn.cache import DynamicCache, KVCache
+from glassformer.nn.masks import padding_mask
+from glassformer.nn.positional import SinusoidalPositionalEncoding
+from glassformer.registry import Preset, register
+from glassformer.utils.config import ConfigError, ConfigMixin
+
+IGNORE_INDEX = -100  # labels equal to this (or to pad_id) add nothing to the loss
+
+
+@dataclass
+class TransformerConfig(ConfigMixin):
+    """Sizes and choices of the encoder-decoder. Defaults are the paper's base model (table 3)."""
+
+    src_vocab_size: int = 37000  # the paper's shared English-German BPE vocabulary
+    tgt_vocab_size: int = 37000
+    dim: int = 512  # d_model
+    n_heads: int = 8
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    ffn_hidden: int = 2048  # d_ff
+    dropout: float = 0.1  # P_drop: on embeddings+positions and on every sublayer output
+    attn_dropout: float = 0.0  # on attention weights (torch.nn.Transformer uses `dropout` here too)
+    max_len: int = 1024  # rows of the sinusoidal table: the longest source or target
+    norm_eps: float = 1e-5
+    share_embeddings: bool = True  # one matrix for source/target embeddings and the generator
+    label_smoothing: float = 0.1  # epsilon_ls
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    backend: Literal["eager", "sdpa", "flash"] = "sdpa"
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "dim", "n_heads", "n_encoder_layers",
+                     "n_decoder_layers", "ffn_hidden", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+        if self.dim % self.n_heads != 0:
+            raise ConfigError(
+                f"TransformerConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}"
+            )
+        if self.dim % 2 != 0:
+            raise ConfigError(f"TransformerConfig.dim={self.dim} must be even for the sinusoidal table")
+        for name in ("dropout", "attn_dropout", "label_smoothing"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"TransformerConfig.{name} must be in [0, 1), got {value!r}")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError(
+                "TransformerConfig.share_embeddings=True needs one joint vocabulary, but "
+                f"src_vocab_size={self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}"
+            )
+        smallest = min(self.src_vocab_size, self.tgt_vocab_size)
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            if not 0 <= value < smallest:
+                raise ConfigError(
+                    f"TransformerConfig.{name}={value} is not a token id of both vocabularies "
+                    f"(sizes {self.src_vocab_size} and {self.tgt_vocab_size})"
+                )
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"TransformerConfig.backend={self.backend!r}: must be one of {list(BACKENDS)}")
+
+
+class Generator(nn.Module):
+    """The output head: ``log_softmax(linear(h))``, log-probabilities over the target vocabulary."""
+
+    def __init__(self, dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, vocab_size, bias=False)
+
+    def forward(self, h: Tensor) -> Tensor:  # (B, T, C) -> (B, T, V)
+        return torch.log_softmax(self.proj(h).float(), dim=-1)
+
+
+def _check_tokens(tokens: Tensor, vocab_size: int, name: str) -> None:
+    if tokens.dim() != 2:
+        raise ValueError(f"{name} must be (batch, seq_len) token ids, got shape {tuple(tokens.shape)}")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} holds token ids in [{int(tokens.min())}, {int(tokens.max())}] but the vocabulary "
+            f"has {vocab_size} entries"
+        )
+
+
+def _check_attention_mask(mask: Tensor | None, expected: tuple[int, int], name: str) -> Tensor | None:
+    """``(B, T)`` 1/0 mask -> ``(B, 1, 1, T)`` bool key mask (True = a real token)."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected} (batch, keys), got {tuple(mask.shape)}")
+    return padding_mask(mask)
+
+
+class Transformer(ModelBase):
+    """Encoder-decoder for sequence-to-sequence tasks such as translation."""
+
+    family = "transformer"
+    config_class = TransformerConfig
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.embed_scale = math.sqrt(c.dim)
+        self.src_embed = nn.Embedding(c.src_vocab_size, c.dim)
+        self.tgt_embed = self.src_embed if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.dim)
+        self.positions = SinusoidalPositionalEncoding(c.dim, c.max_len, dropout=c.dropout)
+        block: dict[str, Any] = dict(
+            ffn_hidden=c.ffn_hidden, activation="relu", norm="layernorm", norm_eps=c.norm_eps,
+            norm_position="post", dropout=c.dropout, attn_dropout=c.attn_dropout, backend=c.backend,
+        )
+        self.encoder = TransformerStack(c.n_encoder_layers, c.dim, c.n_heads, **block)
+        self.decoder = TransformerStack(c.n_decoder_layers, c.dim, c.n_heads, cross_attention=True, **block)
+        self.generator = Generator(c.dim, c.tgt_vocab_size)
+        self._init_weights()
+        if c.share_embeddings:
+            self.generator.proj.weight = self.tgt_embed.weight
+
+    def _init_weights(self) -> None:
+        """Xavier-uniform matrices (as torch.nn.Transformer); embeddings N(0, dim^-1/2).
+
+        The embedding's small scale undoes the ``sqrt(dim)`` factor, so token embeddings start at
+        unit size, comparable to the sinusoidal table, and the tied generator starts with small logits.
+        """
+        for name, p in self.named_parameters():
+            if "embed" in name:
+                nn.init.normal_(p, std=self.config.dim**-0.5)
+            elif p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    def embed_source(self, src: Tensor) -> Tensor:
+        """``(B, S)`` ids -> ``(B, S, C)``: ``embedding * sqrt(dim) + sinusoid``, then dropout."""
+        _check_tokens(src, self.config.src_vocab_size, "src")
+        return self.positions(self.src_embed(src) * self.embed_scale)
+
+    def embed_target(self, tgt: Tensor, offset: int = 0) -> Tensor:
+        """Like :meth:`embed_source`; ``offset`` is the position of ``tgt[:, 0]`` (cached tokens)."""
+        _check_tokens(tgt, self.config.tgt_vocab_size, "tgt")
+        return self.positions(self.tgt_embed(tgt) * self.embed_scale, offset=offset)
+
+    # -- the two stacks ------------------------------------------------------------------------
+
+    def encode(
+        self, src: Tensor, src_attention_mask: Tensor | None = None, *, return_weights: bool = False
+    ) -> StackOutput:
+        """Source ids ``(B, S)`` -> memory ``(B, S, C)`` (``.hidden``), and per-layer weights if asked."""
+        key_mask = _check_attention_mask(src_attention_mask, tuple(src.shape), "src_attention_mask")
+        x = self.embed_source(src)  # (B, S, C)
+        return self.encoder(x, mask=key_mask, return_weights=return_weights)
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        src_attention_mask: Tensor | None = None,
+        tgt_attention_mask: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        return_weights: bool = False,
+    ) -> StackOutput:
+        """Target ids ``(B, T)`` + memory ``(B, S, C)`` -> decoder states ``(B, T, C)``.
+
+        With a ``cache`` the ids are the *next* tokens: their positions continue after the cached
+        ones, and ``tgt_attention_mask`` (if any) must cover cached and new tokens together.
+        """
+        past = cache.seq_len() if cache is not None else 0
+        b, t = tgt.shape
+        self_mask = _check_attention_mask(tgt_attention_mask, (b, past + t), "tgt_attention_mask")
+        context_mask = _check_attention_mask(src_attention_mask, tuple(memory.shape[:2]), "src_attention_mask")
+        x = self.embed_target(tgt, offset=past)  # (B, T, C)
+        return self.decoder(
+            x, mask=self_mask, is_causal=True, cache=cache, context=memory, context_mask=context_mask,
+            return_weights=return_weights,
+        )
+
+    # -- training ------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        src: Tensor,
+        tgt: Tensor,
+        src_attention_mask: Tensor | None = None,
+        tgt_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        *,
+        return_weights: bool = False,
+    ) -> ModelOutput:
+        """Teacher-forced pass. ``tgt`` is the decoder input (starting with ``bos_id``); ``labels``
+        are the tokens each position must predict (``tgt`` shifted left), ``pad_id`` or -100 where
+        there is nothing to predict. ``logits`` holds log-probabilities ``(B, T, V)``;
+        ``attentions`` / ``cross_attentions`` are the decoder's (use :meth:`encode` for the encoder's).
+        """
+        memory = self.encode(src, src_attention_mask).hidden  # (B, S, C)
+        dec = self.decode(tgt, memory, src_attention_mask, tgt_attention_mask, return_weights=return_weights)
+        log_probs = self.generator(dec.hidden)  # (B, T, V)
+        loss, metrics = None, {}
+        if labels is not None:
+            if labels.shape != tgt.shape:
+                raise ValueError(f"labels must have the shape of tgt {tuple(tgt.shape)}, got {tuple(labels.shape)}")
+            loss, metrics = self.loss(log_probs, labels)
+        return ModelOutput(
+            loss=loss, logits=log_probs, hidden_states=dec.hidden, attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions, metrics=metrics,
+        )
+
+    def loss(self, log_probs: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Label-smoothed NLL (section 5.4), averaged over the predicted tokens.
+
+        With smoothing ``eps`` the target distribution puts ``1 - eps`` on the label and spreads
+        ``eps`` evenly over the whole vocabulary (``torch.nn.functional.cross_entropy``'s convention),
+        so the loss is ``(1 - eps) * nll + eps * mean_v(-log p_v)``. ``metrics["nll"]`` is the plain
+        NLL (its exp is the perplexity) and ``metrics["accuracy"]`` the share of argmax hits.
+        """
+        eps = self.config.label_smoothing
+        targets = labels.masked_fill(labels == self.config.pad_id, IGNORE_INDEX)
+        valid = targets != IGNORE_INDEX  # (B, T)
+        lp = log_probs[valid]  # (N, V)
+        gold = targets[valid]  # (N,)
+        nll = -lp.gather(-1, gold[:, None]).squeeze(-1)  # (N,)
+        smooth = -lp.mean(dim=-1)  # (N,)
+        n = valid.sum().clamp(min=1)
+        loss = ((1.0 - eps) * nll + eps * smooth).sum() / n
+        metrics = {
+            "nll": (nll.sum() / n).detach(),
+            "accuracy": ((lp.argmax(-1) == gold).sum() / n).detach(),
+        }
+        return loss, metrics
+
+    # -- inference -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def greedy_translate(
+        self, src: Tensor, src_attention_mask: Tensor | None = None, max_new_tokens: int | None = None
+    ) -> Tensor:
+        """Greedy decoding: ``(B, S)`` source ids -> ``(B, T)`` target ids (no ``bos``).
+
+        The encoder runs once; the decoder runs one token at a time with a KV cache for its
+        self-attention. A row that produced ``eos_id`` is filled with ``pad_id`` afterwards; decoding
+        stops when every row has finished or after ``max_new_tokens`` (default: source length + 50,
+        the paper's limit, capped by ``max_len``). Call ``model.eval()`` first to turn dropout off.
+        """
+        c = self.config
+        b = src.shape[0]
+        if max_new_tokens is None:
+            max_new_tokens = min(src.shape[1] + 50, c.max_len)
+        memory = self.encode(src, src_attention_mask).hidden  # (B, S, C)
+        cache = DynamicCache()
+        token = torch.full((b, 1), c.bos_id, dtype=torch.long, device=src.device)
+        done = torch.zeros(b, dtype=torch.bool, device=src.device)
+        out: list[Tensor] = []
+        for _ in range(max_new_tokens):
+            h = self.decode(token, memory, src_attention_mask, cache=cache).hidden  # (B, 1, C)
+            nxt = self.generator(h[:, -1]).argmax(-1).masked_fill(done, c.pad_id)  # (B,)
+            out.append(nxt)
+            done |= nxt == c.eos_id
+            if bool(done.all()):
+                break
+            token = nxt[:, None]
+        return torch.stack(out, dim=1)
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+
+def example_batch(config: TransformerConfig, batch_size: int = 2, src_len: int = 7, tgt_len: int = 6) -> dict[str, Tensor]:
+    """A small random batch with padding in the last row, the shape a data loader would give."""
+    g = torch.Generator().manual_seed(0)
+    first = max(config.pad_id, config.bos_id, config.eos_id) + 1  # ordinary tokens after the specials
+    src = torch.randint(first, config.src_vocab_size, (batch_size, src_len), generator=g)
+    gold = torch.randint(first, config.tgt_vocab_size, (batch_size, tgt_len), generator=g)
+    gold[:, -1] = config.eos_id
+    src_attention_mask = torch.ones_like(src)
+    tgt_attention_mask = torch.ones_like(gold)
+    if batch_size > 1:  # the last row is shorter: right padding on both sides
+        src[-1, -2:], src_attention_mask[-1, -2:] = config.pad_id, 0
+        gold[-1, -2], gold[-1, -1] = config.eos_id, config.pad_id
+        tgt_attention_mask[-1, -1] = 0
+    bos = torch.full((batch_size, 1), config.bos_id)
+    tgt = torch.cat([bos, gold[:, :-1]], dim=1).masked_fill(tgt_attention_mask == 0, config.pad_id)
+    return {
+        "src": src, "tgt": tgt, "src_attention_mask": src_attention_mask,
+        "tgt_attention_mask": tgt_attention_mask, "labels": gold,
+    }
+
+
+register(
+    Preset(
+        name="transformer-base",
+        family="transformer",
+        make_config=TransformerConfig,
+        build=Transformer,
+        example_batch=example_batch,
+        description="Vaswani et al. 2017 base model: 6+6 post-norm layers, 512 wide, 8 heads, FFN 2048",
+    )
+)
+register(
+    Preset(
+        name="transformer-base-tiny",
+        family="transformer",
+        make_config=lambda: TransformerConfig(
+            src_vocab_size=64, tgt_vocab_size=64, dim=32, n_heads=4, n_encoder_layers=2,
+            n_decoder_layers=2, ffn_hidden=64, max_len=128,
+        ),
+        build=Transformer,
+        example_batch=example_batch,
+        description="transformer-base's tiny twin for tests: 2+2 layers, 32 wide, 4 heads",
+    )
+)
