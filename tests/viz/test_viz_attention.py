@@ -15,6 +15,7 @@ import torch
 from glassformer.nn.blocks import TransformerStack
 from glassformer.viz.attention import (
     DPI,
+    MIN_CELL_INCHES,
     attention_array,
     heatmap_figure_size,
     plot_attention_heads,
@@ -50,20 +51,24 @@ def _png_size(path) -> tuple[int, int]:
 @pytest.mark.parametrize(("layer", "rows"), [(None, N_LAYERS), (1, 1)])
 def test_heatmap_grid_has_one_panel_per_layer_and_head(tmp_path, attentions, layer, rows):
     path = plot_attention_heads(attentions, TOKENS, tmp_path / "heads.png", layer=layer)
-    width, height = heatmap_figure_size(rows, N_HEADS, len(TOKENS))
-    assert _png_size(path) == (round(width * DPI), round(height * DPI))
+    width, height = heatmap_figure_size(rows, N_HEADS, TOKENS)
+    got = _png_size(path)
+    assert abs(got[0] - width * DPI) <= 1 and abs(got[1] - height * DPI) <= 1, (got, width, height)
     image = mpimg.imread(path)[..., :3]
     assert image.std() > 0.05  # panels were drawn, not a blank canvas
 
 
 def test_grid_size_follows_layers_and_heads(tmp_path, attentions):
-    """Drop a layer and a head: the picture loses exactly one row and one column of panels."""
-    full = _png_size(plot_attention_heads(attentions, TOKENS, tmp_path / "full.png"))
-    fewer = [a[:, : N_HEADS - 1] for a in attentions[:-1]]
-    small = _png_size(plot_attention_heads(fewer, TOKENS, tmp_path / "small.png"))
-    cell = (full[0] - small[0], full[1] - small[1])
-    assert cell[0] == cell[1] > 0  # square panels
-    assert full[0] - N_HEADS * cell[0] == small[0] - (N_HEADS - 1) * cell[0]
+    """Each extra layer adds one row of panels and each extra head one column, all of equal size."""
+    widths, heights = [], []
+    for n in (1, 2, 3):
+        subset = [a[:, :n] for a in attentions[:n]]  # n layers x n heads
+        w, h = _png_size(plot_attention_heads(subset, TOKENS, tmp_path / f"grid{n}.png"))
+        widths.append(w)
+        heights.append(h)
+    column, row = widths[1] - widths[0], heights[1] - heights[0]
+    assert column > MIN_CELL_INCHES * DPI and row > MIN_CELL_INCHES * DPI
+    assert abs((widths[2] - widths[1]) - column) <= 1 and abs((heights[2] - heights[1]) - row) <= 1
 
 
 def test_head_view_embeds_every_layer_and_head(tmp_path, attentions):

@@ -29,7 +29,9 @@ DPI = 100
 MIN_CELL_INCHES = 1.6
 INCHES_PER_TOKEN = 0.22
 MAX_CELL_INCHES = 6.0
-MARGIN_INCHES = (1.0, 0.8)  # (left for query labels, top for the title)
+PANEL_TITLE_INCHES = 0.3  # above each panel ("layer 2 head 5")
+SUPTITLE_INCHES = 0.5
+INCHES_PER_LABEL_CHAR = 0.075  # token labels at the tick font size
 MAX_LABELLED_TOKENS = 48  # beyond this, tick labels would overlap; panels go unlabelled
 
 # One colour per head in the HTML view (cycled when there are more heads).
@@ -78,10 +80,19 @@ def _to_numpy(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def heatmap_figure_size(n_rows: int, n_cols: int, n_tokens: int) -> tuple[float, float]:
-    """``(width, height)`` in inches of a grid of ``n_rows x n_cols`` heatmaps of ``n_tokens`` tokens."""
-    cell = min(MAX_CELL_INCHES, max(MIN_CELL_INCHES, INCHES_PER_TOKEN * n_tokens))
-    return n_cols * cell + MARGIN_INCHES[0], n_rows * cell + MARGIN_INCHES[1]
+def heatmap_figure_size(n_rows: int, n_cols: int, tokens: Sequence[str]) -> tuple[float, float]:
+    """``(width, height)`` in inches of a grid of ``n_rows x n_cols`` heatmaps over ``tokens``.
+
+    Panels grow with the token count; the left and bottom margins grow with the longest token,
+    whose label runs along them.
+    """
+    n = len(tokens)
+    cell = min(MAX_CELL_INCHES, max(MIN_CELL_INCHES, INCHES_PER_TOKEN * n))
+    longest = max((len(str(t)) for t in tokens), default=1)
+    label = min(2.5, 0.3 + INCHES_PER_LABEL_CHAR * longest) if n <= MAX_LABELLED_TOKENS else 0.2
+    width = n_cols * (cell + 0.15) + label + 0.3
+    height = n_rows * (cell + PANEL_TITLE_INCHES) + label + SUPTITLE_INCHES
+    return width, height
 
 
 def plot_attention_heads(
@@ -110,7 +121,7 @@ def plot_attention_heads(
         raise ValueError(f"layer={layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
     layers = [layer] if layer is not None else list(range(n_layers))
 
-    width, height = heatmap_figure_size(len(layers), n_heads, t)
+    width, height = heatmap_figure_size(len(layers), n_heads, tokens)
     fig, axes = plt.subplots(
         len(layers), n_heads, figsize=(width, height), dpi=DPI, squeeze=False, layout="constrained"
     )
@@ -184,8 +195,8 @@ def write_head_view_html(
 class TokenizerLike(Protocol):
     """What the attention explainer needs from a tokenizer: text to ids, and ids back to text.
 
-    A token's display string comes from ``id_to_token`` when the tokenizer has one (``"##ing"``,
-    ``"[CLS]"``, ``"Ġthe"``: what the model really sees), else from ``decode([id])``. ``encode`` may
+    A token's display string comes from ``id_to_token`` when the tokenizer has one and knows the id
+    (``"##ing"``, ``"[CLS]"``, ``"Ġthe"``: what the model really sees), else from ``decode([id])``. ``encode`` may
     return a list of ids or an object with an ``ids`` attribute.
     """
 
@@ -208,7 +219,10 @@ def encode_text(tokenizer: TokenizerLike, text: str) -> list[int]:
 def token_strings(tokenizer: TokenizerLike, ids: Sequence[int]) -> list[str]:
     """One printable label per id (newlines and tabs shown as escapes)."""
     to_token = getattr(tokenizer, "id_to_token", None)
-    labels = [to_token(i) if to_token is not None else tokenizer.decode([i]) for i in ids]
+    labels = []
+    for i in ids:
+        label = to_token(i) if to_token is not None else None
+        labels.append(tokenizer.decode([i]) if label is None else label)
     return [str(t).replace("\n", "\\n").replace("\t", "\\t") for t in labels]
 
 

@@ -1,0 +1,38 @@
+"""Every lesson runs to the end in quick mode (its own checks against glassformer pass) and draws its figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+LESSONS = Path(__file__).resolve().parents[1] / "lessons"
+FIGURES = {
+    "01_attention.py": ["scaling.png", "attention_weights.png", "causal_attention.png"],
+    "02_multi_head.py": ["heads.png", "gqa_heads.png", "mqa_heads.png", "kv_cache.png"],
+    "03_positional.py": ["sinusoidal.png", "rope_similarity.png", "alibi_bias.png"],
+    "04_encoder_block.py": ["block_attention.png", "pre_vs_post.png"],
+}
+
+
+def test_every_lesson_is_listed():
+    assert sorted(p.name for p in LESSONS.glob("[0-9][0-9]_*.py")) == sorted(FIGURES)
+
+
+@pytest.mark.parametrize("lesson", sorted(FIGURES))
+def test_lesson_runs_and_draws(lesson, tmp_path):
+    out = tmp_path / "figures"
+    result = subprocess.run(
+        [sys.executable, str(LESSONS / lesson), "--quick", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, f"{lesson} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert "CHECK FAILED" not in result.stdout
+    assert result.stdout.count("check ok") >= 3  # each lesson compares itself with glassformer
+    for name in FIGURES[lesson]:
+        image = mpimg.imread(out / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100, name
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(FIGURES[lesson])
