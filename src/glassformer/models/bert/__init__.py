@@ -67,3 +67,15 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+def _register_training_data() -> None:
+    """``glassformer train bert-mlm`` (or ``bert``) pretrains BERT-mini with masked-LM."""
+    from glassformer.train.data import register_data
+
+    builder = "glassformer.models.bert.pretrain:build_mlm_data"
+    register_data("bert", builder, default_preset="bert-mini")
+    register_data("bert-mlm", builder, default_preset="bert-mini")
+
+
+_register_training_data()

@@ -309,7 +309,5 @@ def save_pretrained(model: Bert, folder: str | os.PathLike[str], tokenizer: Any 
     save_file(state_dict_to_hf(model), str(tmp), metadata={"format": "pt"})
     os.replace(tmp, folder / "model.safetensors")
     if tokenizer is not None:
-        from glassformer.models.bert.text import save_hf_vocab
-
-        save_hf_vocab(tokenizer, folder)
+        tokenizer.save(folder)  # tokenizer.json, tokenizer_config.json and vocab.txt
     return folder

@@ -92,11 +92,12 @@ class MLMCollator:
             batch["next_sentence_label"] = torch.tensor([int(e["next_sentence_label"]) for e in examples])
         return batch
 
-    def choose(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def choose(self, input_ids: Tensor, attention_mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Bool ``(B, T)``: the positions the model must predict."""
+        g = generator or self._generator
         eligible = ~self._special[input_ids] & attention_mask.bool()  # (B, T)
         if not self.whole_word:
-            draw = torch.rand(input_ids.shape, generator=self._generator)
+            draw = torch.rand(input_ids.shape, generator=g)
             return (draw < self.mlm_probability) & eligible
         # a word starts at every eligible piece that is not a continuation (or follows a non-eligible one)
         cont = self.continuation[input_ids] & eligible
@@ -104,26 +105,31 @@ class MLMCollator:
         prev_eligible[:, 1:] = eligible[:, :-1]
         starts = eligible & ~(cont & prev_eligible)
         word_id = torch.cumsum(starts.long(), dim=1)  # (B, T): pieces of one word share an id
-        draw = torch.rand((input_ids.shape[0], input_ids.shape[1] + 1), generator=self._generator)
+        draw = torch.rand((input_ids.shape[0], input_ids.shape[1] + 1), generator=g)
         chosen_word = draw < self.mlm_probability  # per (row, word id)
         return torch.gather(chosen_word, 1, word_id) & eligible
 
-    def mask(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns ``(masked input_ids, labels)``; labels are ``-100`` where nothing is predicted."""
-        chosen = self.choose(input_ids, attention_mask)
+    def mask(self, input_ids: Tensor, attention_mask: Tensor,
+             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Returns ``(masked input_ids, labels)``; labels are ``-100`` where nothing is predicted.
+
+        ``generator`` (default: the collator's own) makes a batch a pure function of its seed, which
+        the training engine's ``get_batch(split, step, generator)`` relies on for exact resume."""
+        g = generator or self._generator
+        chosen = self.choose(input_ids, attention_mask, g)
         labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-        action = torch.rand(input_ids.shape, generator=self._generator)
+        action = torch.rand(input_ids.shape, generator=g)
         to_mask = chosen & (action < self.mask_ratio)
         to_random = chosen & (action >= self.mask_ratio) & (action < self.mask_ratio + self.random_ratio)
         out = input_ids.clone()
         out[to_mask] = self.mask_id
-        picks = torch.randint(len(self._random_pool), (int(to_random.sum()),), generator=self._generator)
+        picks = torch.randint(len(self._random_pool), (int(to_random.sum()),), generator=g)
         out[to_random] = self._random_pool[picks]
         return out, labels  # the remaining chosen tokens keep their own id
 
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+    def __call__(self, examples: Sequence[dict[str, Any]], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         batch = self.pad(examples)
-        batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"])
+        batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"], generator)
         return batch
 
 
