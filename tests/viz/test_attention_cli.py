@@ -35,16 +35,17 @@ def bpe():
     return tok
 
 
-def _tiny(preset: str, vocab_size: int):
-    family = registry.get(preset).family
-    pytest.importorskip(f"glassformer.models.{family}")
+def _tiny(preset: str, family: str, vocab_size: int):
+    pytest.importorskip(f"glassformer.models.{family}")  # the family may not be written yet
     config = registry.get(preset).make_config().replace(vocab_size=vocab_size)
     return registry.get(preset).build(config)
 
 
-@pytest.mark.parametrize(("preset", "causal"), [("gpt2-tiny", True), ("bert-mini-tiny", False)])
-def test_model_attention_on_a_real_model(tmp_path, bpe, preset, causal):
-    model = _tiny(preset, bpe.get_vocab_size())
+@pytest.mark.parametrize(
+    ("preset", "family", "causal"), [("gpt2-tiny", "gpt", True), ("bert-mini-tiny", "bert", False)]
+)
+def test_model_attention_on_a_real_model(tmp_path, bpe, preset, family, causal):
+    model = _tiny(preset, family, bpe.get_vocab_size())
     attentions, tokens = model_attention(model, bpe, TEXT)
     encoding = bpe.encode(TEXT)
     assert tokens == encoding.tokens
@@ -62,7 +63,7 @@ def test_model_attention_on_a_real_model(tmp_path, bpe, preset, causal):
 
 
 def test_model_attention_rejects_empty_text(bpe):
-    model = _tiny("gpt2-tiny", bpe.get_vocab_size())
+    model = _tiny("gpt2-tiny", "gpt", bpe.get_vocab_size())
     with pytest.raises(ValueError, match="empty"):
         model_attention(model, bpe, "   ")
 
@@ -71,7 +72,7 @@ def test_cli_writes_png_and_html(tmp_path, bpe, capsys):
     tokenizers_pkg = importlib.import_module("glassformer.tokenizers")
     if not hasattr(tokenizers_pkg, "load_tokenizer"):
         pytest.skip("glassformer.tokenizers.load_tokenizer is not written yet")
-    model = _tiny("gpt2-tiny", bpe.get_vocab_size())
+    model = _tiny("gpt2-tiny", "gpt", bpe.get_vocab_size())
     folder = tmp_path / "ckpt"
     model.save(folder)
     bpe.save(str(folder / "tokenizer.json"))

@@ -9,6 +9,8 @@ plus the token strings. One batch row is drawn (``batch_index``).
 * :func:`write_head_view_html` writes one self-contained HTML file (inline CSS and JS, no network)
   in the spirit of bertviz's head view: pick a layer, toggle heads, and hover a token to see the
   lines of attention leaving it (left column) or arriving at it (right column).
+* :func:`model_attention` runs any glassformer model on a text with its tokenizer and returns the
+  two inputs of the functions above; ``glassformer attention`` (``viz/cli.py``) chains the three.
 """
 
 from __future__ import annotations
