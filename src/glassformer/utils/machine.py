@@ -56,8 +56,16 @@ def _cuda() -> list[dict[str, Any]] | None:
     return devices
 
 
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: a load above the core count means the timings were shared."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def describe() -> dict[str, Any]:
-    """Platform, Python, torch, CPU model, core counts, RAM and CUDA devices (``None`` if none)."""
+    """Platform, Python, torch, CPU model, core counts, RAM, load and CUDA devices (``None`` if none)."""
     ram = _ram_bytes()
     return {
         "platform": platform.platform(),
@@ -71,6 +79,7 @@ def describe() -> dict[str, Any]:
         "cpu_usable": _usable_cores(),
         "ram_bytes": ram,
         "ram_gib": round(ram / 2**30, 1) if ram else None,
+        "load_average": _load_average(),
         "cuda": _cuda(),
         "cuda_version": torch.version.cuda,
     }
