@@ -1,0 +1,120 @@
+"""``glassformer generate`` and ``glassformer chat``: thin verbs over ``glassformer.generate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from glassformer.generate.config import CACHE_KINDS, STRATEGIES, GenerationConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    gen = subparsers.add_parser(
+        "generate",
+        help="continue a prompt with a GPT-family checkpoint",
+        description="Continue --prompt with a model folder (glassformer or Hugging Face GPT-2/Llama) or a "
+        ".gguf file, streaming the text as it comes (beam search prints at the end).",
+    )
+    gen.add_argument("checkpoint", help="model folder or .gguf file")
+    gen.add_argument("--prompt", required=True, help="the text to continue")
+    gen.add_argument("--strategy", choices=STRATEGIES, default="greedy")
+    gen.add_argument("--num-beams", type=int, default=None, help="beams for --strategy beam (default 4)")
+    gen.add_argument("--length-penalty", type=float, default=1.0)
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    gen.add_argument("--ignore-eos", action="store_true", help="do not stop at the tokenizer's end-of-text token")
+    gen.add_argument("--cache", choices=CACHE_KINDS, default="static")
+    gen.add_argument("--truncate-prompt", action="store_true", help="keep the prompt's end if it is too long")
+    _sampling_args(gen, temperature=1.0, top_p=1.0, max_new_tokens=64)
+    gen.set_defaults(func=_generate)
+
+    chat = subparsers.add_parser(
+        "chat",
+        help="talk with a model in the terminal (default: SmolLM2-135M-Instruct)",
+        description="An interactive chat that streams replies and keeps the history within the model's "
+        "context. Commands: /reset /temp X /topk N /topp P /quit.",
+    )
+    chat.add_argument("checkpoint", nargs="?", help="model folder or .gguf file (default: SmolLM2-135M-Instruct)")
+    chat.add_argument("--system", default=None, help="a system message that starts the conversation")
+    _sampling_args(chat, temperature=0.7, top_p=0.9, max_new_tokens=256)
+    chat.set_defaults(func=_chat)
+
+
+def _sampling_args(parser: argparse.ArgumentParser, *, temperature: float, top_p: float, max_new_tokens: int) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    parser.add_argument("--top-p", type=float, default=top_p, help="nucleus sampling mass in (0, 1]")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from glassformer.generate.decode import generate, stream
+    from glassformer.generate.loading import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    eos = getattr(ckpt.tokenizer, "eos_token_id", None)
+    config = GenerationConfig(
+        strategy=args.strategy,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        num_beams=(args.num_beams or 4) if args.strategy == "beam" else (args.num_beams or 1),
+        length_penalty=args.length_penalty,
+        stop_token_ids=() if (eos is None or args.ignore_eos) else (eos,),
+        stop_strings=tuple(args.stop),
+        seed=args.seed,
+        cache=args.cache,
+        truncate_prompt=args.truncate_prompt,
+    )
+    out = sys.stdout
+    out.write(args.prompt)
+    if config.strategy == "beam":
+        result = generate(ckpt.model, args.prompt, config=config, tokenizer=ckpt.tokenizer)
+        out.write(result.texts[0])
+    else:
+        for piece in stream(ckpt.model, args.prompt, config=config, tokenizer=ckpt.tokenizer):
+            out.write(piece.text)
+            out.flush()
+    out.write("\n")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from glassformer.generate.chat import ChatSession, run_chat
+
+    if args.checkpoint:
+        from glassformer.generate.loading import load_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)
+        model, tokenizer, template, name = ckpt.model, ckpt.tokenizer, ckpt.chat_template, ckpt.name
+    else:
+        model, tokenizer, template, name = _default_chat_model()
+    config = GenerationConfig(
+        strategy="sample" if args.temperature > 0 else "greedy",
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature if args.temperature > 0 else 1.0,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    session = ChatSession(model, tokenizer, template=template, config=config, system=args.system)
+    return run_chat(session, sys.stdin, sys.stdout, name=name)
+
+
+def _default_chat_model():
+    try:
+        from glassformer.models.gpt.gguf import load_smollm2
+    except ImportError as err:
+        raise FileNotFoundError(f"no checkpoint given, and the default chat model cannot be loaded: {err}") from None
+    try:
+        model, tokenizer, template = load_smollm2()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"no checkpoint given, and the default chat model is not available ({err}); "
+            "pass a model folder: glassformer chat CHECKPOINT"
+        ) from None
+    return model, tokenizer, template or None, "SmolLM2-135M-Instruct"
