@@ -1,1 +1,44 @@
-"""glassformer.tokenizers."""
+"""glassformer.tokenizers: byte-level BPE, WordPiece and characters, trained or loaded, exact ids.
+
+Every tokenizer shares one interface (``base.Tokenizer``): ``encode``/``decode``,
+``encode_batch`` (padding left or right, truncation, ``attention_mask``, lists or tensors),
+special tokens that are never split, ``vocab_size``, ``save``/``load`` (a folder with a
+``tokenizer.json`` the ``tokenizers`` library reads too), and ``backend="fast"`` to run the same
+vocabulary through the ``tokenizers`` library.
+
+- ``ByteLevelBPE`` (``bpe``): GPT-2 and its descendants. Build it from GPT-2's files, a
+  ``tokenizer.json``, a tiktoken rank file, or a GGUF-style vocabulary with
+  ``ByteLevelBPE.from_vocab_merges(vocab, merges, special_tokens, pattern="gpt2"|"cl100k"|"smollm"|regex)``.
+- ``WordPiece`` (``wordpiece``): BERT. ``WordPiece.from_vocab_file("vocab.txt", lowercase=True)``,
+  ``WordPiece.from_folder(model_folder)``.
+- ``CharTokenizer`` (``char``): one id per character (shakespeare_char).
+- ``train_bpe`` / ``train_wordpiece`` (``trainers``): learn a vocabulary from text.
+- ``load_tokenizer(path)`` (``formats``): whichever of the above a folder or file holds.
+
+Ids match the reference implementations (``tokenizers``, ``tiktoken``, ``BertTokenizerFast``)
+on the same vocabulary; ``tests/tokenizers`` checks it on real vocabularies.
+"""
+
+from glassformer.tokenizers.base import BatchEncoding, Template, Tokenizer
+from glassformer.tokenizers.bpe import ByteLevelBPE
+from glassformer.tokenizers.char import CharTokenizer
+from glassformer.tokenizers.formats import from_tokenizer_json, load_tokenizer
+from glassformer.tokenizers.pretokenize import PATTERNS, bytes_to_unicode
+from glassformer.tokenizers.trainers import train_bpe, train_wordpiece
+from glassformer.tokenizers.wordpiece import BertNormalizer, WordPiece
+
+__all__ = [
+    "PATTERNS",
+    "BatchEncoding",
+    "BertNormalizer",
+    "ByteLevelBPE",
+    "CharTokenizer",
+    "Template",
+    "Tokenizer",
+    "WordPiece",
+    "bytes_to_unicode",
+    "from_tokenizer_json",
+    "load_tokenizer",
+    "train_bpe",
+    "train_wordpiece",
+]
