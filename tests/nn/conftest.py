@@ -1,0 +1,22 @@
+"""Run tests/nn on one torch thread.
+
+These tests push tiny tensors through many small ops. With ``pytest -n 2`` on a 2-core machine,
+each worker's default of one OpenMP thread per core oversubscribes the CPU, and the threads spend
+their time waiting at barriers (a 60-step training test went from ~1 s to over a minute). One
+thread per worker keeps the suite fast; the setting is restored after each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
