@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/glassformer demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 bench: $(STAMP)
 	$(PY) bench/attention.py

@@ -18,6 +18,7 @@ from torch import nn
 FAMILIES: dict[str, str] = {
     "gpt": "glassformer.models.gpt.model:GPT",
     "bert": "glassformer.models.bert.model:Bert",
+    "transformer": "glassformer.nn.transformer:Transformer",
 }
 
 

@@ -1,4 +1,4 @@
-"""Run tests/nn on one torch thread.
+"""Run every test on one torch thread.
 
 These tests push tiny tensors through many small ops. With ``pytest -n 2`` on a 2-core machine,
 each worker's default of one OpenMP thread per core oversubscribes the CPU, and the threads spend
