@@ -16,6 +16,7 @@ from glassformer.models.gpt import config as _cfg
 from glassformer.models.gpt.config import GPTConfig
 from glassformer.models.gpt.model import GPT, parameter_breakdown, parameter_report
 from glassformer.registry import Preset, register
+from glassformer.train.data import register_data
 
 __all__ = ["GPT", "GPTConfig", "parameter_breakdown", "parameter_report"]
 
@@ -42,3 +43,7 @@ _register(
     "shakespeare-char's size with RoPE, RMSNorm, SwiGLU and no biases",
 )  # fmt: skip
 _register("pydoc-char", _cfg.pydoc_char, "character-level model for the embedded corpus (Python's help text)")
+
+# `glassformer train <gpt preset>` reads token files prepared from text (glassformer.data); the
+# default corpus is Tiny Shakespeare when the shared data has it, else Python's own help text.
+register_data("gpt", "glassformer.data.prepare:causal_lm_data", default_preset="shakespeare-char")

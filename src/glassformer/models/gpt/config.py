@@ -153,11 +153,10 @@ def smollm2_135m() -> GPTConfig:
 def shakespeare_char() -> GPTConfig:
     """nanoGPT's README CPU config for character-level Tiny Shakespeare (65 characters).
 
-    4 layers, 4 heads, width 128, context 64, no dropout: GPT-2's architecture at toy size.
-    ``vocab_size`` is replaced by the prepared data's vocabulary when trained through
-    ``glassformer train``.
+    4 layers, 4 heads, width 128, context 64, no dropout, and no biases (nanoGPT's default
+    ``bias=False``): GPT-2's architecture at toy size, 0.80M parameters.
     """
-    return GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+    return GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
 
 
 def shakespeare_char_llama() -> GPTConfig:
