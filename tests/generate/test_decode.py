@@ -94,6 +94,17 @@ def test_stop_tokens_end_each_row_separately(gpt2_model):
     assert out.finish_reasons[1] == "stop_token"
 
 
+def test_the_stop_token_is_kept_in_tokens_but_not_in_the_text(gpt2_model, tokenizer):
+    free = generate(gpt2_model, "hello", tokenizer=tokenizer, max_new_tokens=12)
+    stop = free.tokens[0][4]
+    for strategy, extra in (("greedy", {}), ("beam", {"num_beams": 1})):
+        out = generate(gpt2_model, "hello", tokenizer=tokenizer, max_new_tokens=12, stop_token_ids=(stop,),
+                       strategy=strategy, **extra)  # fmt: skip
+        end = free.tokens[0].index(stop)
+        assert out.tokens[0] == free.tokens[0][: end + 1]
+        assert out.texts[0] == tokenizer.decode(free.tokens[0][:end])
+
+
 def test_stop_strings_cut_the_text(gpt2_model, tokenizer):
     prompt = "hello there"
     free = generate(gpt2_model, prompt, tokenizer=tokenizer, max_new_tokens=20)

@@ -133,7 +133,9 @@ def _best_hypotheses(
     for row, (_, tokens) in enumerate(best):
         sequences[row, prompt_len : prompt_len + len(tokens)] = torch.tensor(tokens, dtype=ids.dtype)
         reasons.append("stop_token" if tokens and tokens[-1] in stop else "length")
-    texts = None if tokenizer is None else [tokenizer.decode(tokens) for _, tokens in best]
+    texts = None
+    if tokenizer is not None:  # like the other strategies: a final stop token is not part of the text
+        texts = [tokenizer.decode(t[:-1] if t and t[-1] in stop else t) for _, t in best]
     return GenerationOutput(
         sequences=sequences,
         prompt_length=prompt_len,

@@ -55,7 +55,7 @@ class GenerationOutput:
     prompt_length: int  # sequences[:, prompt_length:] are the new tokens
     tokens: list[list[int]]
     finish_reasons: list[str]  # "stop_token", "stop_string" or "length"
-    texts: list[str] | None = None  # decoded new text per row (when a tokenizer was given)
+    texts: list[str] | None = None  # new text per row (with a tokenizer): no stop token, cut before a stop string
     scores: list[float] | None = None  # beam search: the length-penalised log-probability
     logits: Tensor | None = None  # (B, n_new, V) raw logits of every step (output_logits=True)
 

@@ -57,11 +57,14 @@ class RowTracker:
             if self.done[row]:
                 continue
             self.tokens[row].append(tok)
+            if tok in self.stop_ids:
+                # the stop token ends the row but is no part of its text (<|im_end|> is not shown)
+                self._stop(row, "stop_token")
+                stopped.append(row)
+                continue
             if self.tokenizer is not None:
                 self.texts[row] = self.tokenizer.decode(self.tokens[row])
-            if tok in self.stop_ids:
-                self._stop(row, "stop_token")
-            elif self.stop_strings:
+            if self.stop_strings:
                 cut = _first_stop(self.texts[row], self.stop_strings)
                 if cut is not None:
                     self._final_len[row] = cut
