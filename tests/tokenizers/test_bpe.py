@@ -221,6 +221,20 @@ def small_bpe(corpus: str) -> ByteLevelBPE:
     return train_bpe([corpus[:50_000]], 400, show_progress=False)
 
 
+def test_decode_of_any_ids_like_the_reference(gpt2_ours: ByteLevelBPE) -> None:
+    """Ids that cut a character in half decode with U+FFFD exactly where the reference puts it."""
+    import random
+
+    from tokenizers import Tokenizer
+
+    reference = Tokenizer.from_str(json.dumps(gpt2_ours.to_hf_json()))
+    ids = gpt2_ours.encode(TORTURE)
+    rng = random.Random(0)
+    for _ in range(2000):
+        sample = [rng.choice(ids) for _ in range(rng.randint(1, 6))]
+        assert gpt2_ours.decode(sample) == reference.decode(sample), sample
+
+
 def test_decode_rejects_unknown_ids(gpt2_ours: ByteLevelBPE) -> None:
     with pytest.raises(ValueError, match="id 50257 is not in the vocabulary"):
         gpt2_ours.decode([1, 50257])

@@ -43,6 +43,7 @@ def test_real_vocabulary_gives_identical_ids(minilm_folder: Path, bert_fast, sst
     expected = bert_fast(texts, truncation=False)["input_ids"]
     assert [ours.encode(t, add_special_tokens=True) for t in texts] == expected
     assert ours.encode_batch(texts, add_special_tokens=True)["input_ids"] == expected
+    assert ours.with_backend("fast").encode_batch(texts, add_special_tokens=True)["input_ids"] == expected
     assert ours.vocab_size == bert_fast.vocab_size == 30522
 
 

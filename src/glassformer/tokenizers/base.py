@@ -378,6 +378,7 @@ class Tokenizer(ABC):
             rows.append(ids)
             type_rows.append(types)
         masks = [[1] * len(r) for r in rows]
+        with_types = self.returns_token_type_ids or pairs is not None
         if padding:
             width = max(map(len, rows), default=0) if padding in (True, "longest") else int(max_length or 0)
             if pad_to_multiple_of:
@@ -388,9 +389,10 @@ class Tokenizer(ABC):
                 raise ValueError(f"this {type(self).__name__} has no pad token; pass pad_id=")
             rows = [_pad(r, width, pad_id, padding_side) for r in rows]
             masks = [_pad(m, width, 0, padding_side) for m in masks]
-            type_rows = [_pad(t, width, 0, padding_side) for t in type_rows]
+            if with_types:
+                type_rows = [_pad(t, width, 0, padding_side) for t in type_rows]
         out = BatchEncoding(input_ids=rows, attention_mask=masks)
-        if self.returns_token_type_ids or pairs is not None:
+        if with_types:
             out["token_type_ids"] = type_rows
         if return_tensors == "pt":
             import torch

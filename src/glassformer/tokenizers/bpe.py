@@ -268,6 +268,10 @@ class ByteLevelBPE(Tokenizer):
                 heapq.heappush(heap, (m[0], p, tokens[p], merged, m[1]))
         return [t for t in tokens if t is not None]
 
+    def clear_cache(self) -> None:
+        """Forget the cached pieces (for timing a cold start; encoding never needs it)."""
+        self._cache.clear()
+
     # ---- decoding -----------------------------------------------------------------------------
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:

@@ -98,6 +98,7 @@ class PreTokenizer:
     steps: tuple[Step, ...]
     name: str | None = None  # the key in PATTERNS this came from, kept for saving
     _compiled: list[Any] = field(init=False, repr=False)
+    _findall: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         compiled = []
@@ -107,6 +108,9 @@ class PreTokenizer:
             except regex.error as err:
                 raise ValueError(f"pre-tokenizer pattern {step.pattern!r} is not a valid regex: {err}") from None
         self._compiled = compiled
+        # GPT-2's and cl100k's patterns match every character, so alone they need no gap handling.
+        covering = len(self.steps) == 1 and self.steps[0].pattern in (GPT2_PATTERN, CL100K_PATTERN)
+        self._findall = compiled[0].findall if covering and not self.steps[0].add_prefix_space else None
 
     @classmethod
     def make(cls, pattern: str | Sequence[str] | PreTokenizer, add_prefix_space: bool = False) -> PreTokenizer:
@@ -127,6 +131,8 @@ class PreTokenizer:
         return cls(tuple(steps), name=name)
 
     def __call__(self, text: str) -> list[str]:
+        if self._findall is not None:
+            return self._findall(text)
         pieces = [text]
         for step, compiled in zip(self.steps, self._compiled):
             out: list[str] = []

@@ -247,6 +247,10 @@ class WordPiece(Tokenizer):
             start = end
         return ids
 
+    def clear_cache(self) -> None:
+        """Forget the cached words (for timing a cold start; encoding never needs it)."""
+        self._cache.clear()
+
     # ---- decoding -----------------------------------------------------------------------------
 
     def _decode(self, ids: list[int]) -> str:
