@@ -46,10 +46,10 @@ def main() -> int:
         forward = model.forward
 
         def forward_with_signal(*a, **kw):
-            calls["n"] += 1
-            # forward calls count micro-batches: step s, micro-batch 2 is call (s - 1) * accum + 2
-            if model.training and calls["n"] == (int(at_step) - 1) * args.accum + 2:
-                os.kill(os.getpid(), getattr(signal, name))
+            if model.training:  # training forwards count micro-batches: step s, micro-batch 2 is
+                calls["n"] += 1  # call (s - 1) * accum + 2
+                if calls["n"] == (int(at_step) - 1) * args.accum + 2:
+                    os.kill(os.getpid(), getattr(signal, name))
             return forward(*a, **kw)
 
         model.forward = forward_with_signal  # type: ignore[method-assign]

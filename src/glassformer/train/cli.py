@@ -34,21 +34,39 @@ import yaml
 from glassformer.utils.config import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a model preset (checkpoints, exact resume, torchrun DDP, curves)",
-        description=__doc__.split("::")[0].strip() if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("target", metavar="PRESET_OR_FAMILY", help="a preset name (see `glassformer presets`) or a family")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="TrainConfig fields (lr=1e-3), model.FIELD=..., data.OPTION=...")
+def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML file: TrainConfig keys, optional model: and data: sections")
     p.add_argument("--data", help="data builder to use instead of the preset's/family's (e.g. example)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
     p.add_argument("--resume-from", type=Path, metavar="DIR", help="continue from this checkpoint folder")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model preset (checkpoints, exact resume, torchrun DDP, curves)",
+        description=(__doc__ or "").replace("``", "`").replace("::", ":"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="PRESET_OR_FAMILY", help="a preset name (see `glassformer presets`) or a family")
+    # everything after the target, options and overrides in any order (parsed again in run)
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="key=value",
+                   help="TrainConfig fields (lr=1e-3), model.FIELD=..., data.OPTION=...")
+    _add_options(p)
     p.set_defaults(func=run)
+
+
+def _parse_rest(args: argparse.Namespace) -> None:
+    """Options may come after the overrides (``... lr=1e-3 --resume``): parse the tail intermixed."""
+    inner = argparse.ArgumentParser(prog="glassformer train", add_help=False)
+    inner.add_argument("overrides", nargs="*")
+    _add_options(inner)
+    tail = inner.parse_intermixed_args(args.overrides)
+    for name in ("config", "data", "resume_from"):
+        if getattr(tail, name) is not None:
+            setattr(args, name, getattr(tail, name))
+    args.resume = args.resume or tail.resume
+    args.overrides = tail.overrides
 
 
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str], dict[str, Any]]:
@@ -99,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from glassformer.train.data import data_builder, default_preset
     from glassformer.train.trainer import NonFiniteLossError, Trainer, seed_everything
 
+    _parse_rest(args)
     try:
         preset = registry.get(args.target)
     except KeyError:
