@@ -3,6 +3,7 @@ errors a user meets: empty text, text too long, unseen labels, a checkpoint of a
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 
@@ -12,11 +13,9 @@ import torch
 from glassformer.cli import main
 from glassformer.models.bert import Bert, BertConfig
 from glassformer.models.bert.finetune import (
-    FinetuneSettings,
     LabelSet,
     Rows,
     classify,
-    finetune,
     load_classifier,
     read_labelled,
     scores,
@@ -52,15 +51,31 @@ def _tiny(vocab: int) -> Bert:
                            dropout=0.0, attn_dropout=0.0))
 
 
+def _write_csv(path, rows: Rows) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(rows.texts, rows.labels))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ft")
+    """`glassformer finetune bert` on CSV files, from a tiny glassformer model folder with its tokenizer."""
+    work = tmp_path_factory.mktemp("ft")
     tok = _tokenizer()
-    settings = FinetuneSettings(out_dir=str(out), epochs=6, batch_size=16, lr=3e-3, warmup_ratio=0.1, max_len=16,
-                                seed=0, progress=False)
-    results = finetune(_tiny(tok.vocab_size), tok, _rows(320, 0, "train"), _rows(64, 1, "val"), _rows(100, 2, "test"),
-                       settings)
-    return out, results
+    pretrained = work / "pretrained"
+    _tiny(tok.vocab_size).save(pretrained)
+    tok.save(pretrained)
+    for name, (n, seed) in {"train": (320, 0), "val": (64, 1), "test": (100, 2)}.items():
+        _write_csv(work / f"{name}.csv", _rows(n, seed, name))
+    out = work / "run"
+    code = main([
+        "finetune", "bert", "--from", str(pretrained), "--train", str(work / "train.csv"),
+        "--val-file", str(work / "val.csv"), "--test", str(work / "test.csv"), "--out", str(out),
+        "--epochs", "6", "--batch-size", "16", "--lr", "3e-3", "--max-len", "16", "--set", "progress=false", "--set", "plot=false",
+    ])
+    assert code == 0
+    return out, json.loads((out / "results.json").read_text())
 
 
 def test_tiny_finetune_learns_the_task(trained) -> None:
@@ -68,7 +83,8 @@ def test_tiny_finetune_learns_the_task(trained) -> None:
     assert results["test"]["accuracy"] >= 0.9, results
     assert sum(map(sum, results["test"]["confusion"])) == 100
     assert (out / "confusion_test.png").stat().st_size > 1000
-    assert json.loads((out / "results.json").read_text())["labels"] == ["neg", "pos"]
+    assert results["labels"] == ["neg", "pos"]
+    assert (out / "best").is_dir() and (out / "log.jsonl").is_file()  # the engine ran it
 
 
 def test_classify_verb_and_library(trained, tmp_path, capsys) -> None:

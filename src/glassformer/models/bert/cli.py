@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-train", type=int, help="train on a random subset of this many rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra training-engine settings")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra training-engine setting (TrainConfig field), e.g. --set progress=false; repeatable")
     p.set_defaults(func=run_finetune)
 
     c = sub.add_parser(
