@@ -174,6 +174,21 @@ def test_tokenizer_json_with_split_and_digits_steps(gpt2_ours: ByteLevelBPE, tmp
     assert ours.encode(text)[0] != 50256
 
 
+def test_tokenizer_json_with_prefix_space(gpt2_ours: ByteLevelBPE, tmp_path: Path) -> None:
+    """RoBERTa-style ``ByteLevel(add_prefix_space=True)``: every text (and every stretch between
+    special tokens) starts with a space."""
+    from tokenizers import Tokenizer
+
+    data = gpt2_ours.to_hf_json()
+    data["pre_tokenizer"]["add_prefix_space"] = True
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    ours, reference = load_tokenizer(path), Tokenizer.from_file(str(path))
+    for text in ("Hello", " Hello", "a<|endoftext|>b <|endoftext|>", TORTURE):
+        assert ours.encode(text) == reference.encode(text).ids, text[:20]
+    assert ours.encode("Hello") == gpt2_ours.encode(" Hello")
+
+
 @pytest.mark.slow  # reading the GGUF file's metadata takes several seconds
 def test_smollm2_gguf_vocabulary(gpt2_ours: ByteLevelBPE) -> None:
     """The vocabulary of a real GGUF file (SmolLM2) builds with from_vocab_merges and round-trips."""

@@ -22,6 +22,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -212,7 +213,7 @@ class Tokenizer(ABC):
     def token_to_id(self, token: str) -> int | None:
         return self.vocab.get(token)
 
-    @property
+    @cached_property  # the vocabulary never changes after construction, and decode asks often
     def vocab_size(self) -> int:
         """Rows the embedding table needs: the largest id plus one."""
         return max(self.vocab.values()) + 1
