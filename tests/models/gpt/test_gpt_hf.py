@@ -139,6 +139,23 @@ def test_gpt2_file_without_transformer_prefix_loads(tmp_path) -> None:
         torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=0)
 
 
+def test_tokenizer_travels_with_the_checkpoint(tmp_path) -> None:
+    from glassformer.models.gpt.hf import tokenizer_from_pretrained
+    from glassformer.tokenizers import train_bpe
+
+    text = "the quick brown fox jumps over the lazy dog. " * 30
+    tok = train_bpe([text], 280, show_progress=False)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_pretrained(model, tmp_path, tokenizer=tok)
+    again = tokenizer_from_pretrained(tmp_path)
+    assert again.encode(text[:60]) == tok.encode(text[:60])
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert hf_tok(text[:60])["input_ids"] == tok.encode(text[:60])
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "vocab.json").unlink()
+    assert tokenizer_from_pretrained(tmp_path) is None
+
+
 def test_bad_checkpoints_have_clear_errors(tmp_path) -> None:
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))

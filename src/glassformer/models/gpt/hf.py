@@ -353,6 +353,17 @@ def from_pretrained(
     return model.eval()
 
 
+def tokenizer_from_pretrained(path_or_hub_id: str | os.PathLike[str], *, revision: str | None = None) -> Any:
+    """The tokenizer stored beside a checkpoint (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``),
+    as a glassformer tokenizer; None when the folder has none."""
+    from glassformer.tokenizers import load_tokenizer
+
+    directory = resolve(path_or_hub_id, revision)
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        return None
+    return load_tokenizer(directory)
+
+
 def save_pretrained(model: GPT, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads (GPT-2 or Llama).
 
