@@ -11,7 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from glassformer.models.base import ModelOutput
-from glassformer.train import EMA, NonFiniteLossError, TrainConfig, Trainer, latest_checkpoint
+from glassformer.train import (
+    EMA,
+    CheckpointError,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    latest_checkpoint,
+)
 from glassformer.train.checkpoint import list_checkpoints, load_weights
 from glassformer.utils.config import ConfigError
 
@@ -190,3 +197,21 @@ def test_bad_inputs_get_clear_errors(tmp_path: Path) -> None:
     no_loss = [{"input_ids": d["input_ids"]} for d in make_dataset(16)]
     with pytest.raises(ValueError, match="returned no loss"):
         Trainer(build(), config(tmp_path, "b"), no_loss).fit()
+
+
+def test_fresh_run_refuses_an_out_dir_with_checkpoints(tmp_path: Path) -> None:
+    Trainer(build(), config(tmp_path, max_steps=2), make_dataset(16)).fit()
+    with pytest.raises(CheckpointError, match="--resume"):
+        Trainer(build(), config(tmp_path, max_steps=4), make_dataset(16)).fit()
+
+
+def test_tensorboard_is_optional(tmp_path: Path) -> None:
+    cfg = config(tmp_path, max_steps=1, tensorboard=True)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.warns(UserWarning, match="tensorboard"):
+            Trainer(build(), cfg, make_dataset(16)).fit()
+    else:
+        Trainer(build(), cfg, make_dataset(16)).fit()
+        assert any((tmp_path / "run" / "tensorboard").iterdir())

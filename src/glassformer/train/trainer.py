@@ -300,6 +300,13 @@ class Trainer:
 
     def _resume_folder(self, resume: Any, ckpt_root: Path) -> Path | None:
         if resume is False or resume is None:
+            earlier = ckpt.latest_checkpoint(ckpt_root)
+            if earlier is not None:  # a fresh run would mix its checkpoints with the old run's
+                raise ckpt.CheckpointError(
+                    f"{ckpt_root} already holds checkpoints of an earlier run (newest: {earlier.name}); continue "
+                    f"it with resume=True (--resume), or start over in another out_dir or after deleting "
+                    f"{ckpt_root.parent}"
+                )
             return None
         if resume is True:
             found = ckpt.latest_checkpoint(ckpt_root)
