@@ -23,11 +23,15 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
+# Python puts this script's folder first on sys.path, where bench/tokenizers.py would shadow the
+# `tokenizers` package (which transformers and the fast tokenizer path import).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from glassformer.models.bert.finetune import FinetuneSettings, finetune, load_sst2, tfidf_baseline
-from glassformer.models.bert.hf import from_pretrained
-from glassformer.utils.paths import data_root
+import torch  # noqa: E402
+
+from glassformer.models.bert.finetune import FinetuneSettings, finetune, load_sst2, tfidf_baseline  # noqa: E402
+from glassformer.models.bert.hf import from_pretrained  # noqa: E402
+from glassformer.utils.paths import data_root  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "bert_sst2.json"
