@@ -114,3 +114,17 @@ def test_roberta_style_positions_match(tmp_path):
         out = ours(**batch)
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(out.logits[real], ref.logits[real], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_weights_match_transformers(tmp_path) -> None:
+    """return_weights=True gives per-layer (B, H, T, T) weights (what the attention explainer draws)."""
+    _hf_model("BertModel", tmp_path)
+    hf = transformers.BertModel.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    ours = from_pretrained(tmp_path / "hf").eval()
+    batch = _batch()
+    with torch.no_grad():
+        ref = hf(**batch, output_attentions=True)
+        out = ours(**batch, return_weights=True)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (3, 4, 11, 11)
+    for a, b in zip(out.attentions, ref.attentions):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
