@@ -124,3 +124,24 @@ def test_chat_stops_at_end_of_turn_tokens_and_plain_transcript_turns(tokenizer):
     templated = ChatSession(tiny_gpt("gpt2"), tokenizer, template="{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>",
                             config=GenerationConfig(max_new_tokens=4))  # fmt: skip
     assert templated.render([{"role": "user", "content": "hi"}]) == "<user>hi<assistant>"
+
+
+def test_chat_verb_on_a_checkpoint_reads_stdin(folder, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n/topk 3\nagain\n"))
+    assert main(["chat", str(folder), "--temperature", "0", "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"glassformer chat with {folder.name} (context 48 tokens)")
+    assert out.count("bot> ") == 2 and "(top_k = 3)" in out
+
+
+def test_chat_without_checkpoint_or_smollm2_says_what_to_do(monkeypatch, capsys):
+    import glassformer.models.gpt.gguf as gguf
+
+    def missing(**_):
+        raise FileNotFoundError("SmolLM2 is not installed")
+
+    monkeypatch.setattr(gguf, "load_smollm2", missing)
+    assert main(["chat"]) == 2
+    err = capsys.readouterr().err
+    assert "the default chat model is not available (SmolLM2 is not installed)" in err
+    assert "glassformer chat CHECKPOINT" in err

@@ -229,7 +229,7 @@ class Stepper:
         out = self.model(
             self.tokens[:, start:end],
             attention_mask=mask,
-            cache=self.cache if self.cache is not None else None,
+            cache=self.cache,
             position_ids=positions,
             logits_to_keep=1,
         )
