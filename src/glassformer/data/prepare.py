@@ -124,15 +124,25 @@ def causal_lm_data(train_config: Any, model_config: Any, args: argparse.Namespac
     else:
         data = _prepared(Path(train_config.out_dir) / "data", options, train_config.progress)
     if data.vocab_size > model_config.vocab_size:
+        hint = " (Tiny Shakespeare is absent, so the text is the embedded corpus: `glassformer train pydoc-char` fits it)"
         raise ValueError(
             f"the data's tokenizer has {data.vocab_size} tokens ({data.meta['source']}) but the model's "
             f"vocab_size is {model_config.vocab_size}; pass model.vocab_size={data.vocab_size}"
+            + (hint if data.meta["source"] == EMBEDDED_NAME and "text" not in options else "")
         )
     block_size = int(options.get("block_size", model_config.block_size))
     if not 0 < block_size <= model_config.block_size:
         raise ValueError(f"data.block_size={block_size} must lie in [1, model block_size={model_config.block_size}]")
     data.tokenizer().save(train_config.out_dir)
     return data.batch_fn(train_config.batch_size, block_size), data.batch_fn(train_config.batch_size, block_size)
+
+
+def embedded_lm_data(train_config: Any, model_config: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """:func:`causal_lm_data` defaulting to the embedded corpus (the ``pydoc-char`` preset)."""
+    options = dict(getattr(args, "data_options", None) or {})
+    if "dir" not in options:
+        options.setdefault("text", "embedded")
+    return causal_lm_data(train_config, model_config, argparse.Namespace(**{**vars(args), "data_options": options}))
 
 
 def _prepared(folder: Path, options: dict[str, Any], progress: bool) -> TokenData:
