@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from glassformer.data import default_corpus, prepare
     from glassformer.generate import GenerationConfig, generate
     from glassformer.registry import get
-    from glassformer.train import Trainer, TrainConfig
+    from glassformer.train import TrainConfig, Trainer
     from glassformer.viz.attention import model_attention, plot_attention_heads, write_head_view_html
 
     out: Path = args.out
