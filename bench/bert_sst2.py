@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -116,11 +117,13 @@ def stage_minilm(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     res = finetune(model, tokenizer, train, val, test, _settings(args, "minilm"), known_labels=("negative", "positive"),
                    resume=True)
+    png = args.result.with_name(args.result.stem + "_confusion.png")
+    shutil.copyfile(res["confusion_png"], png)  # committed beside the JSON
     return {
         "dev_accuracy": res["test"]["accuracy"], "dev_f1": res["test"]["f1"], "dev_confusion": res["test"]["confusion"],
         "val_accuracy": res["val"]["accuracy"], "train_examples": res["train_examples"], "steps": res["steps"],
         "wall_seconds": time.perf_counter() - start, "train_seconds": res["train_seconds"],
-        "train_samples_per_s": res["train_samples_per_s"], "confusion_png": res["confusion_png"],
+        "train_samples_per_s": res["train_samples_per_s"], "confusion_png": png.name,
         "minilm_settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_len": args.max_len,
                             "max_train": args.max_train},
     }
@@ -135,12 +138,12 @@ def stage_scratch(args: argparse.Namespace) -> dict:
     preset = registry.get("bert-mini")
     config = preset.make_config().replace(max_position=128)
     out = Path(args.work) / "mini-mlm"
-    train_cfg = TrainConfig(out_dir=str(out), max_steps=args.mlm_steps, batch_size=32, lr=1e-3, warmup_steps=50,
+    train_cfg = TrainConfig(out_dir=str(out), max_steps=args.mlm_steps, batch_size=args.mlm_batch_size, lr=1e-3, warmup_steps=50,
                             schedule="linear", eval_interval=max(1, args.mlm_steps // 4), eval_batches=10,
                             save_interval=max(1, args.mlm_steps // 4), progress=args.progress, weight_decay=0.01)
     torch.manual_seed(args.seed)
     model = preset.build(config)
-    data = build_mlm_data(train_cfg, config, argparse.Namespace(data_options={"corpus": args.mlm_corpus, "max_len": 128}))
+    data = build_mlm_data(train_cfg, config, argparse.Namespace(data_options={"corpus": args.mlm_corpus, "max_len": args.mlm_max_len}))
     start = time.perf_counter()
     summary = Trainer(model, train_cfg, *data).fit(resume=True)
     pretrain_s = time.perf_counter() - start
@@ -153,7 +156,7 @@ def stage_scratch(args: argparse.Namespace) -> dict:
         "scratch_mini_val_accuracy": res["val"]["accuracy"], "scratch_mini_mlm_steps": summary.step,
         "scratch_mini_mlm_eval": summary.last_eval, "scratch_mini_pretrain_seconds": pretrain_s,
         "scratch_mini_finetune_seconds": res["train_seconds"], "scratch_mini_train_examples": res["train_examples"],
-        "scratch_mini_corpus": args.mlm_corpus,
+        "scratch_mini_corpus": args.mlm_corpus, "scratch_mini_mlm_batch": [args.mlm_batch_size, args.mlm_max_len],
     }
 
 
@@ -188,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=None, help="a random subset of the training rows")
     p.add_argument("--val-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mlm-steps", type=int, default=300)
+    p.add_argument("--mlm-steps", type=int, default=200)
     p.add_argument("--mlm-corpus", default="pydoc")
+    p.add_argument("--mlm-max-len", type=int, default=64)
+    p.add_argument("--mlm-batch-size", type=int, default=32)
     p.add_argument("--scratch-lr", type=float, default=2e-4)
     p.add_argument("--scratch-epochs", type=float, default=1.0)
     p.add_argument("--scratch-max-train", type=int, default=10000)

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", help="name of the text column (default: text, sentence or review)")
     p.add_argument("--label-field", default="label")
     p.add_argument("--tokenizer", help="tokenizer folder when --from holds none (default: the uncased BERT vocabulary)")
+    p.add_argument("--fast-tokenizer", action="store_true",
+                   help="encode with the Rust `tokenizers` backend (same ids; much faster on 67k SST-2 rows)")
     p.add_argument("--out", default=None, help="output folder (default out/finetune-<task>)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=32)
@@ -123,6 +125,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         raise ValueError("give --task sst2 or --train FILE")
     model, folder = _load_encoder(args.source)
     tokenizer = _tokenizer(folder, args.tokenizer)
+    if args.fast_tokenizer:
+        tokenizer = tokenizer.with_backend("fast")
     settings = FinetuneSettings(
         out_dir=args.out or f"out/finetune-{args.task or Path(args.train).stem}", epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, max_len=args.max_len, max_train=args.max_train, seed=args.seed,
