@@ -201,3 +201,25 @@ def test_llama_variant_is_batched_correctly_too():
     for row in range(ids.shape[0]):
         alone = generate(llama, ids[row][mask[row].bool()], max_new_tokens=8, strategy="beam", num_beams=2)
         assert alone.tokens[0] == batched.tokens[row]
+
+
+def test_decode_layout_changes_strides_not_values(tmp_path):
+    from glassformer.generate.layout import decode_layout
+    from glassformer.models.gpt import GPT
+
+    model = tiny_gpt("gpt2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert decode_layout(model) > 0
+    assert decode_layout(model) == 0  # idempotent
+    assert not model.lm_head.weight.is_contiguous() and model.lm_head.weight is model.wte.weight
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    torch.testing.assert_close(model(torch.tensor([[1, 2, 3]])).logits, logits)
+    # saving, loading and training still work on the moved weights
+    model.save(tmp_path)
+    assert torch.equal(GPT.load(tmp_path).lm_head.weight, model.lm_head.weight)
+    loss = model(torch.tensor([[1, 2, 3]]), targets=torch.tensor([[2, 3, 4]])).loss
+    loss.backward()
+    assert model.lm_head.weight.grad.shape == model.lm_head.weight.shape
+    torch.optim.AdamW(model.parameters()).step()
