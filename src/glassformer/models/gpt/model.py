@@ -174,8 +174,10 @@ class GPT(ModelBase):
         x = self.drop(x)
         rope = self.rotary.cos_sin(position_ids, dtype=x.dtype) if self.rotary is not None else None
 
-        if attention_mask is None and past == 0:
-            mask, is_causal = None, True  # the fused kernels' own causal path: no mask tensor at all
+        if attention_mask is None and (past == 0 or t == 1):
+            # the fused kernels' own causal path: no mask tensor at all; and one new token after a
+            # cache sees every key, so a decoding step needs no mask either
+            mask, is_causal = None, t > 1
         else:
             mask = build_attention_mask(
                 t, past + t, causal=True, attention_mask=attention_mask, device=input_ids.device
