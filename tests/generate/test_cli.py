@@ -29,6 +29,10 @@ def test_generate_verb_streams_the_continuation(folder, tokenizer, capsys):
     assert printed == "hello" + expected + "\n"
     assert main(["generate", str(folder), "--prompt", "hi", "--strategy", "beam", "--num-beams", "3",
                  "--max-new-tokens", "5"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["generate", str(folder), "--prompt", "hello", "--max-new-tokens", "12", "--ignore-eos",
+                 "--prompt-lookup", "3"]) == 0  # fmt: skip
+    assert capsys.readouterr().out == printed
     assert main(["generate", str(folder), "--prompt", "hi", "--strategy", "sample", "--seed", "1",
                  "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--max-new-tokens", "5"]) == 0  # fmt: skip
 

@@ -223,3 +223,31 @@ def test_decode_layout_changes_strides_not_values(tmp_path):
     loss.backward()
     assert model.lm_head.weight.grad.shape == model.lm_head.weight.shape
     torch.optim.AdamW(model.parameters()).step()
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_prompt_lookup_gives_the_greedy_output(model, cache, tokenizer):
+    from glassformer.generate.decode import lookup_continuation
+
+    assert lookup_continuation([1, 2, 3, 9, 1, 2, 3], 2) == [9, 1]
+    assert lookup_continuation([5, 1, 7, 1], 3) == [7, 1]
+    assert lookup_continuation([1, 2, 3], 4) == []
+    prompt = [3, 14, 15, 9, 26, 3, 14, 15]  # repeats itself: guesses start right away
+    for n_new in (1, 2, 30):
+        plain = generate(model, prompt, max_new_tokens=n_new, cache=cache)
+        fast = generate(model, prompt, max_new_tokens=n_new, cache=cache, prompt_lookup=4)
+        assert fast.tokens == plain.tokens
+        assert torch.equal(fast.sequences, plain.sequences)
+    # stop tokens, also when one is among the accepted guesses
+    plain = generate(model, prompt, max_new_tokens=30)
+    for stop in set(plain.tokens[0][2:]):
+        fast = generate(model, prompt, max_new_tokens=30, prompt_lookup=4, stop_token_ids=(stop,))
+        end = plain.tokens[0].index(stop) + 1
+        assert fast.tokens[0] == plain.tokens[0][:end]
+        assert torch.equal(fast.sequences[0], plain.sequences[0, : len(prompt) + end])
+    streamed = [p.token for p in stream(model, prompt, max_new_tokens=30, prompt_lookup=4)]
+    assert streamed == plain.tokens[0]
+    with pytest.raises(ValueError, match="greedy decoding only"):
+        generate(model, prompt, strategy="sample", prompt_lookup=3)
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        generate(model, [prompt, prompt], max_new_tokens=4, prompt_lookup=3)

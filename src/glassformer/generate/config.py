@@ -46,6 +46,11 @@ class GenerationConfig(ConfigMixin):
     truncate_prompt: when prompt + ``max_new_tokens`` exceed the model's context, keep only the
         last tokens of the prompt that fit instead of raising an error.
     output_logits: also return the raw logits of every step (for inspection and tests).
+    prompt_lookup: greedy decoding of one prompt only: guess up to this many next tokens by
+        copying what followed the latest earlier occurrence of the last few tokens (prompt lookup
+        decoding, Saxena 2023), and let the model check all guesses in one forward pass. The
+        output is the greedy output; text that repeats itself (or the prompt) comes out faster.
+        ``0`` turns it off.
     """
 
     strategy: Strategy = "greedy"
@@ -64,6 +69,7 @@ class GenerationConfig(ConfigMixin):
     pad_token_id: int = 0
     truncate_prompt: bool = False
     output_logits: bool = False
+    prompt_lookup: int = 0
 
     def __post_init__(self) -> None:
         self.stop_token_ids = tuple(self.stop_token_ids)
@@ -78,6 +84,11 @@ class GenerationConfig(ConfigMixin):
         _check_int(self, "top_k", minimum=0)
         _check_int(self, "num_beams", minimum=1)
         _check_int(self, "pad_token_id", minimum=0)
+        _check_int(self, "prompt_lookup", minimum=0)
+        if self.prompt_lookup and not self.greedy:
+            raise ConfigError(f"prompt_lookup={self.prompt_lookup} works with greedy decoding only (strategy={self.strategy!r})")
+        if self.prompt_lookup and (self.cache == "none" or self.output_logits):
+            raise ConfigError(f"prompt_lookup={self.prompt_lookup} needs a KV cache and no output_logits")
         if self.seed is not None:
             _check_int(self, "seed", minimum=0)
         _check_number(self, "temperature")

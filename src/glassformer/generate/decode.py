@@ -217,12 +217,25 @@ class Stepper:
             return self._run(0, self.length)
         return self._run(self.length - 1, self.length)
 
+    def feed(self, tokens: Tensor) -> Tensor:
+        """Append ``(B, n)`` tokens in one forward pass; ``(B, n, V)`` logits after each of them."""
+        n = tokens.shape[1]
+        self.tokens[:, self.length : self.length + n] = tokens
+        self.length += n
+        return self._run(self.length - n, self.length, keep=n)
+
+    def rollback(self, n: int) -> None:
+        """Forget the last ``n`` tokens (rejected guesses), in the buffer and in the cache."""
+        self.length -= n
+        self.cache.crop(self.length)
+
     def append_only(self, next_tokens: Tensor) -> None:
         """Record the last tokens without running the model (the loop is over)."""
         self.tokens[:, self.length] = next_tokens
         self.length += 1
 
-    def _run(self, start: int, end: int) -> Tensor:
+    def _run(self, start: int, end: int, keep: int = 0) -> Tensor:
+        """Logits after position ``end - 1`` (``(B, V)``), or after each of the last ``keep`` positions."""
         mask = None if self.mask is None else self.mask[:, :end]
         if self.next_pos is not None and end - start == 1:
             positions = self.next_pos + (end - 1 - self.prompt_length)  # (B, 1), no cumsum per step
@@ -233,9 +246,9 @@ class Stepper:
             attention_mask=mask,
             cache=self.cache,
             position_ids=positions,
-            logits_to_keep=1,
+            logits_to_keep=keep or 1,
         )
-        return out.logits[:, -1]  # (B, V)
+        return out.logits if keep else out.logits[:, -1]  # (B, keep, V) or (B, V)
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam search: the surviving beams, possibly repeated)."""
@@ -299,6 +312,8 @@ class SamplingLoop:
         tokenizer: Tokenizer | None,
     ) -> None:
         self.model, self.batch, self.config = model, batch, config
+        if config.prompt_lookup and batch.input_ids.shape[0] != 1:
+            raise ValueError(f"prompt_lookup decodes one prompt at a time; got a batch of {batch.input_ids.shape[0]}")
         self.rows = RowTracker(batch.input_ids.shape[0], config, tokenizer)
         self.stepper = Stepper(model, batch, config)
         self.logits: list[Tensor] | None = [] if config.output_logits else None
@@ -311,6 +326,9 @@ class SamplingLoop:
                 self.generator.seed()
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self.config.prompt_lookup:
+            yield from self._lookup_iter()
+            return
         config, rows = self.config, self.rows
         ids, mask = self.batch.input_ids, self.batch.attention_mask
         logits = self.stepper.prefill()  # (B, V)
@@ -337,6 +355,43 @@ class SamplingLoop:
             yield step_tokens
             logits = self.stepper.step(next_tokens)
 
+    def _lookup_iter(self) -> Iterator[list[int]]:
+        """Greedy decoding that checks guessed continuations in one pass (one prompt).
+
+        Feeding ``[next, g1, ..., gd]`` gives the model's own choice after each of them: the
+        guesses it agrees with are kept, then its own token at the first disagreement, so every
+        pass yields at least one token and the tokens are those of plain greedy decoding. The
+        cache forgets the rejected guesses.
+        """
+        config, rows, stepper = self.config, self.rows, self.stepper
+        history = self.batch.input_ids[0].tolist()
+        next_token = int(stepper.prefill()[0].argmax())
+        produced = 0
+        while True:
+            history.append(next_token)
+            produced += 1
+            rows.add([next_token])
+            yield [next_token]
+            if rows.all_done or produced == config.max_new_tokens:
+                stepper.append_only(torch.tensor([next_token]))
+                return
+            guess = lookup_continuation(history, config.prompt_lookup)[: config.max_new_tokens - produced - 1]
+            fed = torch.tensor([[next_token, *guess]], device=stepper.tokens.device)
+            choices = stepper.feed(fed)[0].argmax(-1).tolist()  # the model's token after each fed one
+            agreed = 0
+            while agreed < len(guess) and guess[agreed] == choices[agreed]:
+                agreed += 1
+            stepper.rollback(len(guess) - agreed)
+            for i, token in enumerate(guess[:agreed]):
+                history.append(token)
+                produced += 1
+                rows.add([token])
+                yield [token]
+                if rows.all_done:  # a stop token among the guesses: drop what came after it
+                    stepper.rollback(agreed - i - 1)
+                    return
+            next_token = choices[agreed]
+
     def output(self) -> GenerationOutput:
         rows, stepper = self.rows, self.stepper
         texts = None
@@ -351,6 +406,20 @@ class SamplingLoop:
             texts=texts,
             logits=logits,
         )
+
+
+def lookup_continuation(history: list[int], limit: int, max_ngram: int = 3) -> list[int]:
+    """Up to ``limit`` tokens that followed the latest earlier occurrence of the last n-gram.
+
+    Tries the last 3 tokens first, then 2, then 1 (longer matches guess better); returns ``[]``
+    when the text has not repeated itself yet.
+    """
+    for n in range(min(max_ngram, len(history) - 1), 0, -1):
+        tail = history[-n:]
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start : start + n] == tail:
+                return history[start + n : start + n + limit]
+    return []
 
 
 def _resolve(config: GenerationConfig | None, overrides: dict) -> GenerationConfig:

@@ -8,7 +8,8 @@ of every earlier token. A cache keeps them per layer so they are computed once. 
   step, a fixed memory footprint, and fixed shapes that suit ``torch.compile``.
 
 Both expose ``update(layer_idx, k, v) -> (all_k, all_v)``, ``seq_len()`` (positions already
-stored) and ``reorder(index)`` (beam search keeps the rows of the surviving beams).
+stored), ``reorder(index)`` (beam search keeps the rows of the surviving beams) and
+``crop(length)`` (forget positions from ``length`` on: speculative decoding drops rejected drafts).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class KVCache:
         raise NotImplementedError
 
     def reorder(self, index: Tensor) -> None:
+        raise NotImplementedError
+
+    def crop(self, length: int) -> None:
         raise NotImplementedError
 
 
@@ -54,6 +58,10 @@ class DynamicCache(KVCache):
     def reorder(self, index: Tensor) -> None:
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
+
+    def crop(self, length: int) -> None:
+        self.keys = [k[:, :, :length] for k in self.keys]
+        self.values = [v[:, :, :length] for v in self.values]
 
 
 class StaticCache(KVCache):
@@ -100,3 +108,6 @@ class StaticCache(KVCache):
     def reorder(self, index: Tensor) -> None:
         self.k = self.k.index_select(1, index)
         self.v = self.v.index_select(1, index)
+
+    def crop(self, length: int) -> None:
+        self.lengths = [min(n, length) for n in self.lengths]  # later writes overwrite the rest
