@@ -113,7 +113,8 @@ def stage_minilm(args: argparse.Namespace) -> dict:
     tokenizer = load_vocab_tokenizer(folder).with_backend("fast") if args.fast_tokenizer else load_vocab_tokenizer(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the fresh classifier head is announced; expected here
-        model = from_pretrained(folder, head="sequence", num_labels=2, label_names=("negative", "positive"))
+        model = from_pretrained(folder, head="sequence", num_labels=2, label_names=("negative", "positive"),
+                                pooling=args.pooling)
     start = time.perf_counter()
     res = finetune(model, tokenizer, train, val, test, _settings(args, "minilm"), known_labels=("negative", "positive"),
                    resume=True)
@@ -125,7 +126,7 @@ def stage_minilm(args: argparse.Namespace) -> dict:
         "wall_seconds": time.perf_counter() - start, "train_seconds": res["train_seconds"],
         "train_samples_per_s": res["train_samples_per_s"], "confusion_png": png.name,
         "minilm_settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_len": args.max_len,
-                            "max_train": args.max_train},
+                            "max_train": args.max_train, "pooling": args.pooling},
     }
 
 
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-len", type=int, default=64)
+    p.add_argument("--pooling", choices=["cls", "mean"], default="mean",
+                   help="what MiniLM's classifier reads: [CLS] via the pooler, or the token mean it was trained for")
     p.add_argument("--max-train", type=int, default=None, help="a random subset of the training rows")
     p.add_argument("--val-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)

@@ -142,3 +142,19 @@ def test_scores_f1_and_confusion() -> None:
     assert s["accuracy"] == pytest.approx(0.6)
     assert s["f1"] == pytest.approx(2 / 3)  # precision 2/3, recall 2/3 for class 1
     assert s["confusion"] == [[1, 1], [1, 2]]
+
+
+def test_mean_pooling_variant_reads_real_tokens_only() -> None:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, ffn_hidden=32, max_position=16,
+                        head="sequence", pooling="mean", dropout=0.0, attn_dropout=0.0)
+    model = Bert(config).eval()
+    ids = torch.tensor([[2, 7, 9, 3, 0, 0], [2, 7, 9, 3, 5, 3]])
+    mask = (ids != 0).long()
+    mask[1] = 1
+    with torch.no_grad():
+        padded = model(input_ids=ids[:1], attention_mask=mask[:1]).logits
+        trimmed = model(input_ids=ids[:1, :4]).logits  # the same text without padding
+    torch.testing.assert_close(padded, trimmed, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        BertConfig(pooling="max")

@@ -39,6 +39,9 @@ class BertConfig(ConfigMixin):
     classifier_dropout: float = 0.1
     init_std: float = 0.02
     pooler: bool = True  # dense + tanh on [CLS]; the sequence head reads it when present
+    # what the sequence head reads: BERT's [CLS] (through the pooler), or the mean of the real tokens,
+    # the way sentence-transformers models such as all-MiniLM-L6-v2 were trained to summarise a text
+    pooling: Literal["cls", "mean"] = "cls"
     head: Head = "none"
     num_labels: int = 2
     label_names: tuple[str, ...] = ()  # names of the classes, in label-id order (optional)
@@ -53,6 +56,8 @@ class BertConfig(ConfigMixin):
                 raise ConfigError(f"BertConfig.{name} must be a positive integer, got {value!r}")
         if self.dim % self.n_heads:
             raise ConfigError(f"BertConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}")
+        if self.pooling not in ("cls", "mean"):
+            raise ConfigError(f"BertConfig.pooling={self.pooling!r}; expected 'cls' or 'mean'")
         if self.head not in HEADS:
             raise ConfigError(f"BertConfig.head={self.head!r}; expected one of {HEADS}")
         if self.type_vocab_size < 0:

@@ -394,7 +394,8 @@ def with_classifier(model: Bert, label_names: Sequence[str]) -> Bert:
     c = model.config
     if c.head == "sequence" and tuple(c.label_names) == tuple(label_names):
         return model
-    config = c.replace(head="sequence", num_labels=len(label_names), label_names=tuple(label_names), pooler=True)
+    config = c.replace(head="sequence", num_labels=len(label_names), label_names=tuple(label_names),
+                       pooler=c.pooler or c.pooling == "cls")
     fresh = Bert(config)
     encoder_state = {k: v for k, v in model.state_dict().items() if k.startswith(("embeddings.", "encoder.", "pooler."))}
     fresh.load_state_dict(encoder_state, strict=False)

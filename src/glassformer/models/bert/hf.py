@@ -181,6 +181,8 @@ def config_to_hf(config: BertConfig) -> dict[str, Any]:
             f"position_offset={config.position_offset} has no Hugging Face equivalent (0 for BERT, "
             f"pad_token_id + 1 = {config.pad_token_id + 1} for RoBERTa)"
         )
+    if config.pooling != "cls" and config.head == "sequence":
+        raise ValueError("pooling='mean' has no Hugging Face BertForSequenceClassification equivalent (it reads [CLS])")
     if config.type_vocab_size == 0:
         raise ValueError("type_vocab_size=0 has no Hugging Face BERT equivalent; use type_vocab_size=1")
     roberta = config.position_offset > 0

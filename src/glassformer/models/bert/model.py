@@ -147,8 +147,11 @@ class Bert(ModelBase):
         out = self.encoder(x, mask=mask, return_weights=return_weights)
         return out.hidden, out.attentions
 
-    def pool(self, hidden: Tensor) -> Tensor:
-        """BERT's pooled output: ``tanh(dense(h[CLS]))``, or the raw ``[CLS]`` vector without a pooler."""
+    def pool(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """One vector per text ``(B, C)``: BERT's ``tanh(dense(h[CLS]))`` (the raw ``[CLS]`` vector
+        without a pooler), or with ``pooling="mean"`` the mean over real tokens."""
+        if self.config.pooling == "mean":
+            return mean_pool(hidden, attention_mask, normalize=False)
         cls = hidden[:, 0]  # (B, C)
         return torch.tanh(self.pooler(cls)) if self.pooler is not None else cls
 
@@ -200,14 +203,14 @@ class Bert(ModelBase):
             if next_sentence_label is not None:
                 if self.nsp is None:
                     raise ValueError("next_sentence_label given but the model has no NSP head (config.nsp=False)")
-                nsp_logits = self.nsp(self.pool(hidden))  # (B, 2): is segment B the real continuation?
+                nsp_logits = self.nsp(self.pool(hidden, attention_mask))  # (B, 2): is segment B the real continuation?
                 nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
                 out.metrics["nsp_loss"] = nsp_loss.detach()
                 out.metrics["nsp_accuracy"] = (nsp_logits.argmax(-1) == next_sentence_label).float().mean().detach()
                 out.loss = nsp_loss if out.loss is None else out.loss + nsp_loss
             return out
         if head == "sequence":
-            logits = self.classifier(self.classifier_dropout(self.pool(hidden)))  # (B, num_labels)
+            logits = self.classifier(self.classifier_dropout(self.pool(hidden, attention_mask)))  # (B, num_labels)
             out.logits = logits
             if labels is not None:
                 self._check_labels(labels)
