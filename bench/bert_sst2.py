@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-len", type=int, default=64)
-    p.add_argument("--pooling", choices=["cls", "mean"], default="mean",
+    p.add_argument("--pooling", choices=["cls", "mean"], default="cls",
                    help="what MiniLM's classifier reads: [CLS] via the pooler, or the token mean it was trained for")
     p.add_argument("--max-train", type=int, default=None, help="a random subset of the training rows")
     p.add_argument("--val-size", type=int, default=2000)
