@@ -25,9 +25,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
+# -P keeps bench/ off the import path, so bench/tokenizers.py never shadows the tokenizers package.
+# bench/gpt_train.py needs NANOGPT_DIR (a nanoGPT checkout); it says so and stops when unset.
 bench: $(STAMP)
-	$(PY) bench/attention.py
-	$(PY) bench/tokenizers.py
+	$(PY) -P bench/attention.py
+	$(PY) -P bench/tokenizers.py
+	$(PY) -P bench/train_overhead.py
+	$(PY) -P bench/gpt_generate.py
+	$(PY) -P bench/bert_sst2.py --fast-tokenizer
+	$(PY) -P bench/gpt_train.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench lessons
