@@ -25,6 +25,13 @@ Run: ``.venv/bin/python bench/gpt_generate.py`` (a few minutes on 2 cores; ``--q
 run). Results go to ``bench/results/gpt_generate.json`` with ``glassformer.utils.machine.describe()``.
 The machine's load average is recorded too: other processes on the same cores make every
 timing slower, and the alternation keeps the comparison fair but not the absolute numbers.
+**Threads.** Both libraries run on one thread by default (``--threads``). With two threads on
+two cores that other work also uses, every multi-threaded op (each matrix product, each
+attention call) ends at a barrier waiting for a descheduled thread, and a decoding step has ~100
+of them: steps then take 3-5x longer for both libraries, and the ratio measures who has more
+barriers rather than who decodes faster. Decoding at batch 1 is bound by memory bandwidth, most
+of which one core already draws here, so one thread costs little even when the machine is idle.
+The batch-1 row is also measured on all cores (``threads_N`` in the JSON) for reference.
 """
 
 from __future__ import annotations
@@ -51,18 +58,23 @@ GiB = 2**30
 RESULT = Path(__file__).parent / "results" / "gpt_generate.json"
 
 
-def measure_bandwidth(passes: int = 7) -> dict[str, float]:
-    """Best-of-``passes`` memory bandwidth in GB/s: a read-only reduction and a copy."""
+def measure_bandwidth(cores: int, passes: int = 7) -> dict[str, float]:
+    """Best-of-``passes`` memory bandwidth in GB/s, on one thread and on ``cores``: a read-only
+    reduction and a copy. The limit uses the best read figure: the most the machine showed."""
     src = torch.ones(GiB // 4)  # 1 GiB of float32, far larger than any cache
     dst = torch.empty_like(src)
+    threads = torch.get_num_threads()
     best_read = best_copy = float("inf")
-    for _ in range(passes):
-        start = time.perf_counter()
-        src.sum()
-        best_read = min(best_read, time.perf_counter() - start)
-        start = time.perf_counter()
-        dst.copy_(src)
-        best_copy = min(best_copy, time.perf_counter() - start)
+    for n in sorted({1, cores}):
+        torch.set_num_threads(n)
+        for _ in range(passes):
+            start = time.perf_counter()
+            src.sum()
+            best_read = min(best_read, time.perf_counter() - start)
+            start = time.perf_counter()
+            dst.copy_(src)
+            best_copy = min(best_copy, time.perf_counter() - start)
+    torch.set_num_threads(threads)
     return {"read_GBps": GiB / best_read / 1e9, "copy_GBps": 2 * GiB / best_copy / 1e9}
 
 
@@ -142,18 +154,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer tokens and rounds (a smoke run)")
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULT)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (default 1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cores = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     n_new = 16 if args.quick else args.new_tokens
     rounds = 1 if args.quick else args.rounds
-    result: dict = {"machine_before": describe(), "new_tokens": n_new, "rounds": rounds, "threads": torch.get_num_threads()}
+    result: dict = {"machine_before": describe(), "new_tokens": n_new, "rounds": rounds, "threads": args.threads,
+                    "command": " ".join(["python", *sys.argv])}  # fmt: skip
 
-    bandwidth = measure_bandwidth()
+    bandwidth = measure_bandwidth(cores)
     print(f"memory bandwidth: read {bandwidth['read_GBps']:.1f} GB/s, copy {bandwidth['copy_GBps']:.1f} GB/s")
 
-    result.update(gpt2_rows(bandwidth, n_new, rounds))
+    result.update(gpt2_rows(bandwidth, n_new, rounds, args.threads, cores))
     result["prompt1024"] = long_prompt_row(n_new)
 
     # ---- SmolLM2-135M-Instruct -----------------------------------------------------------
@@ -166,7 +179,7 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def gpt2_rows(bandwidth: dict[str, float], n_new: int, rounds: int) -> dict:
+def gpt2_rows(bandwidth: dict[str, float], n_new: int, rounds: int, threads: int, cores: int) -> dict:
     """Batch 1 (the headline), batch 8 and the cache comparison on GPT-2-124M."""
     hf, ours = gpt2_pair()
     nbytes = weight_bytes(ours)
@@ -193,6 +206,23 @@ def gpt2_rows(bandwidth: dict[str, float], n_new: int, rounds: int) -> dict:
     )
     print(f"batch 1: ours {ours_tps:.1f} tok/s, transformers {hf_tps:.1f} tok/s, "
           f"x{ours_tps / hf_tps:.2f}; limit {limit:.1f} tok/s, ours at {ours_tps / limit:.0%}")  # fmt: skip
+
+    # The same row on every core, for reference (see the module docstring for why it is not the
+    # headline on a shared machine).
+    all_cores = cores
+    if all_cores != threads:
+        torch.set_num_threads(all_cores)
+        other = alternate({"ours": lambda: run_ours(ours, prompt, n_new),
+                           "transformers": lambda: run_hf(hf, prompt, n_new)}, rounds)  # fmt: skip
+        torch.set_num_threads(threads)
+        same_tokens(other["ours"]["tokens"], main_row["ours"]["tokens"], f"batch 1, {all_cores} threads")
+        same_tokens(other["transformers"]["tokens"], main_row["ours"]["tokens"], f"batch 1, {all_cores} threads")
+        tps = {k: n_new / v["seconds"] for k, v in other.items()}
+        result[f"threads_{all_cores}"] = {"ours_tok_s": tps["ours"], "transformers_tok_s": tps["transformers"],
+                                          "speedup_vs_transformers": tps["ours"] / tps["transformers"],
+                                          "fraction_of_bandwidth_limit": tps["ours"] / limit}  # fmt: skip
+        print(f"batch 1, {all_cores} threads: ours {tps['ours']:.1f} tok/s, transformers "
+              f"{tps['transformers']:.1f} tok/s, x{tps['ours'] / tps['transformers']:.2f}")  # fmt: skip
 
     prompts = torch.randint(0, 50257, (8, 16), generator=gen)
     rows = alternate({"ours": lambda: run_ours(ours, prompts, n_new),
