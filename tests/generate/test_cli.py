@@ -149,3 +149,21 @@ def test_chat_without_checkpoint_or_smollm2_says_what_to_do(monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "the default chat model is not available (SmolLM2 is not installed)" in err
     assert "glassformer chat CHECKPOINT" in err
+
+
+def test_a_training_runs_checkpoint_finds_the_runs_tokenizer(tmp_path) -> None:
+    """`glassformer train` saves the tokenizer in out_dir; best/ and checkpoints/step-N use it."""
+    from glassformer.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abcdefgh ")
+    model = tiny_gpt(vocab_size=tokenizer.vocab_size)
+    tokenizer.save(tmp_path)
+    model.save(tmp_path / "best")
+    model.save(tmp_path / "checkpoints" / "step-00000004")
+    for folder in (tmp_path / "best", tmp_path / "checkpoints" / "step-00000004"):
+        checkpoint = load_checkpoint(folder)
+        assert checkpoint.tokenizer.encode("abc") == tokenizer.encode("abc")
+    lonely = tmp_path / "elsewhere" / "a" / "b" / "model"
+    model.save(lonely)
+    with pytest.raises(FileNotFoundError, match="no tokenizer beside it"):
+        load_checkpoint(lonely)

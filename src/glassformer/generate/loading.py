@@ -79,15 +79,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def _tokenizer(folder: Path) -> Any:
+    """The tokenizer beside the weights, else the training run's (``glassformer train`` saves it
+    in ``out_dir``, so ``out_dir/best`` and ``out_dir/checkpoints/step-N`` find it two levels up)."""
     from glassformer.tokenizers import load_tokenizer
 
-    try:
-        return load_tokenizer(folder)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{folder}: the model has no tokenizer beside it (tokenizer.json, vocab.json + merges.txt, ...); "
-            "save one into the folder with tokenizer.save(folder)"
-        ) from None
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        try:
+            return load_tokenizer(candidate)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(
+        f"{folder}: the model has no tokenizer beside it (tokenizer.json, vocab.json + merges.txt, ...); "
+        "save one into the folder with tokenizer.save(folder)"
+    )
 
 
 def _chat_template(folder: Path) -> str | None:
