@@ -442,6 +442,22 @@ class Tokenizer(ABC):
             for token, index in sorted(self.special_tokens.items(), key=lambda item: item[1])
         ]
 
+    def _hf_json_layout(
+        self, *, normalizer: Any, pre_tokenizer: Any, decoder: Any, model: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``tokenizer.json`` layout every kind shares; kinds differ only in these four parts."""
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": self._added_tokens_json(),
+            "normalizer": normalizer,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": self._post_processor_json(),
+            "decoder": decoder,
+            "model": model,
+        }
+
     def _post_processor_json(self) -> dict[str, Any] | None:
         return None if self.template is None else self.template.to_json(self.special_tokens)
 

@@ -299,16 +299,11 @@ class ByteLevelBPE(Tokenizer):
     # ---- files --------------------------------------------------------------------------------
 
     def to_hf_json(self) -> dict[str, Any]:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": self._added_tokens_json(),
-            "normalizer": {"type": self.normalization} if self.normalization else None,
-            "pre_tokenizer": pretokenizer_to_json(self.pretokenizer),
-            "post_processor": self._post_processor_json(),
-            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-            "model": {
+        return self._hf_json_layout(
+            normalizer={"type": self.normalization} if self.normalization else None,
+            pre_tokenizer=pretokenizer_to_json(self.pretokenizer),
+            decoder={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            model={
                 "type": "BPE",
                 "dropout": None,
                 "unk_token": None,
@@ -320,7 +315,7 @@ class ByteLevelBPE(Tokenizer):
                 "vocab": dict(sorted(self.token_ids.items(), key=lambda item: item[1])),
                 "merges": [list(m) for m in self.merges],
             },
-        }
+        )
 
     @classmethod
     def from_hf_json(cls, data: dict[str, Any], source: str = "tokenizer.json",

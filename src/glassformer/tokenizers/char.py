@@ -83,20 +83,15 @@ class CharTokenizer(Tokenizer):
         return self._itos.get(index)
 
     def to_hf_json(self) -> dict[str, Any]:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": self._added_tokens_json(),
-            "normalizer": None,
-            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": _ANY_CHARACTER}, "behavior": "Isolated",
-                              "invert": False},
-            "post_processor": self._post_processor_json(),
-            "decoder": {"type": "Fuse"},
+        return self._hf_json_layout(
+            normalizer=None,
+            pre_tokenizer={"type": "Split", "pattern": {"Regex": _ANY_CHARACTER}, "behavior": "Isolated",
+                           "invert": False},
+            decoder={"type": "Fuse"},
             # WordLevel wants an unknown token name; it is not in the vocabulary, so an unknown
             # character is an error there too.
-            "model": {"type": "WordLevel", "vocab": dict(self.stoi), "unk_token": "<unk>"},
-        }
+            model={"type": "WordLevel", "vocab": dict(self.stoi), "unk_token": "<unk>"},
+        )
 
     @classmethod
     def from_hf_json(cls, data: dict[str, Any], source: str = "tokenizer.json",

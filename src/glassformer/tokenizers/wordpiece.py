@@ -279,23 +279,18 @@ class WordPiece(Tokenizer):
     # ---- files --------------------------------------------------------------------------------
 
     def to_hf_json(self) -> dict[str, Any]:
-        return {
-            "version": "1.0",
-            "truncation": None,
-            "padding": None,
-            "added_tokens": self._added_tokens_json(),
-            "normalizer": self.normalizer.to_json(),
-            "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": self._post_processor_json(),
-            "decoder": {"type": "WordPiece", "prefix": self.continuing_prefix, "cleanup": self.cleanup_decoded},
-            "model": {
+        return self._hf_json_layout(
+            normalizer=self.normalizer.to_json(),
+            pre_tokenizer={"type": "BertPreTokenizer"},
+            decoder={"type": "WordPiece", "prefix": self.continuing_prefix, "cleanup": self.cleanup_decoded},
+            model={
                 "type": "WordPiece",
                 "unk_token": self.unk_token,
                 "continuing_subword_prefix": self.continuing_prefix,
                 "max_input_chars_per_word": self.max_chars_per_word,
                 "vocab": dict(sorted(self.token_ids.items(), key=lambda item: item[1])),
             },
-        }
+        )
 
     @classmethod
     def from_hf_json(cls, data: dict[str, Any], source: str = "tokenizer.json",
