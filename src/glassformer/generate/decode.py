@@ -14,8 +14,9 @@ only real tokens, so a padded row computes exactly what it would compute alone.
 
 The loop is kept lean because a 124M-parameter model on a CPU spends only ~20-40 ms per token:
 no per-step mask or position building when nothing is padded, logits for the last position
-only, the output written into a preallocated buffer, one host sync per step, and the weights
-stored in the layout CPU matrix-vector products stream fastest (``layout.py``).
+only, the output written into a preallocated buffer, one host sync per step, and on a CPU the
+linear layers switched to glassformer's matrix-vector kernel (``glassformer.kernels``), or, where
+it cannot be compiled, their weights stored in the layout MKL streams fastest (``layout.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from torch import Tensor, nn
 
 from glassformer.generate.config import GenerationConfig
 from glassformer.generate.layout import decode_layout
+from glassformer.kernels import available as kernels_available
+from glassformer.kernels import use_fast_linear
 from glassformer.generate.processors import choose_tokens, process_logits, seen_tokens
 from glassformer.generate.stopping import RowTracker, Tokenizer
 
@@ -280,11 +283,16 @@ def prepare_for_model(
 ) -> PromptBatch:
     """Pad the prompts, check their ids against the vocabulary and fit them into the context.
 
-    Also stores the model's linear weights column-major on a CPU (``layout.decode_layout``): same
-    values, faster matrix-vector products. It is done once; later calls find nothing to move.
+    Also readies the model's linear layers for fast matrix-vector products on a CPU: the C kernel
+    (``kernels.use_fast_linear``), else column-major weights for MKL (``layout.decode_layout``).
+    Both keep the same values and parameters; a second call finds nothing left to do.
     """
     device = next(model.parameters()).device
-    decode_layout(model)
+    if device.type == "cpu":
+        if kernels_available():
+            use_fast_linear(model)
+        else:
+            decode_layout(model)
     batch = prepare_prompts(
         input_ids, attention_mask, pad_token_id=config.pad_token_id, tokenizer=tokenizer, device=device
     )

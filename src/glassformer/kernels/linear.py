@@ -1,0 +1,144 @@
+"""Linear layers that decode faster on a CPU: packed weights and a matrix-vector kernel in C.
+
+A decoding step multiplies each weight matrix by one row (or a few: a batch, beams, guessed
+tokens), so it is bound by how fast the matrix streams from memory, not by arithmetic. PyTorch
+hands that to MKL, which on the CPUs measured here streams 13-21 GB/s out of the 25 GB/s a plain
+read reaches on one core (and barely more on two). ``linear.c`` reaches the read speed on one core
+and scales across cores, using a copy of the weight packed into 32-row tiles
+(:func:`pack_weight`). ``bench/gpt_generate.py`` measures what it does for a whole model.
+
+:class:`FastLinear` is ``nn.Linear`` plus that path: same parameters, same state dict, same
+gradients. It takes the kernel only when nothing needs autograd, on a CPU, in float32, for at
+most ``MAX_ROWS`` rows; everything else (training, a long prompt, CUDA) goes to ``F.linear``.
+The packed copy costs the weight's memory once more; it is made on first use and made again
+when the weight changes (an optimizer step, a load), so it never goes stale.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from glassformer.kernels.build import load
+
+TILE = 32  # output rows per packed tile; must match TILE in linear.c
+MAX_ROWS = 16  # above this many rows MKL's matrix-matrix product is faster (bench/gpt_generate.py)
+
+
+def available() -> bool:
+    """True when the compiled kernel is loaded (see ``build.unavailable_reason`` when not)."""
+    return load() is not None
+
+
+def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """An uninitialised CPU tensor backed by 2 MiB pages where the OS allows it (Linux, THP in
+    ``madvise`` or ``always`` mode): fewer TLB misses when a kernel streams it."""
+    out = torch.empty(shape, dtype=dtype)
+    lib = load()
+    if lib is not None:
+        lib.gf_advise_huge(out.data_ptr(), out.numel() * out.element_size())  # a hint; failure is harmless
+    return out
+
+
+def pack_weight(weight: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(O, I)`` -> ``(ceil(O / 32), I, 32)``: 32 output rows interleaved per input feature, so a
+    tile streams as one contiguous block; missing rows of the last tile are zeros."""
+    if weight.dim() != 2:
+        raise ValueError(f"pack_weight expects a 2-D (out_features, in_features) weight, got {tuple(weight.shape)}")
+    out_features, in_features = weight.shape
+    tiles = -(-out_features // TILE)
+    w = weight.detach().to(dtype).contiguous()
+    if tiles * TILE != out_features:
+        w = torch.cat([w, w.new_zeros(tiles * TILE - out_features, in_features)])
+    packed = huge_page_empty((tiles, in_features, TILE), dtype)
+    packed.copy_(w.view(tiles, TILE, in_features).transpose(1, 2))
+    return packed
+
+
+def packed_linear(x: Tensor, packed: Tensor, bias: Tensor | None, out_features: int) -> Tensor:
+    """``x @ W.T + bias`` from ``packed = pack_weight(W)``; x is ``(..., in_features)`` float32 on a CPU."""
+    lib = load()
+    if lib is None:
+        raise RuntimeError("the glassformer C kernels are not available; use F.linear")
+    tiles, in_features, tile = packed.shape
+    if tile != TILE or not (tiles - 1) * TILE < out_features <= tiles * TILE:
+        raise ValueError(f"packed weight of shape {tuple(packed.shape)} does not hold {out_features} outputs")
+    if x.shape[-1] != in_features:
+        raise ValueError(f"input has {x.shape[-1]} features; the weight expects {in_features}")
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise TypeError(f"packed_linear takes float32 CPU input, got {x.dtype} on {x.device}")
+    rows = x.reshape(-1, in_features)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    y = torch.empty(rows.shape[0], out_features, dtype=torch.float32)
+    bias_ptr = None
+    if bias is not None:
+        bias = bias.detach().to(torch.float32).contiguous()
+        bias_ptr = ctypes.c_void_p(bias.data_ptr())
+    lib.gf_linear(
+        rows.data_ptr(), rows.stride(0), packed.data_ptr(), bias_ptr, y.data_ptr(),
+        rows.shape[0], in_features, out_features,
+    )  # fmt: skip
+    return y.view(*x.shape[:-1], out_features)
+
+
+class FastLinear(nn.Linear):
+    """``nn.Linear`` that uses the packed kernel for small inference batches on a CPU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._kernel_fits(x):
+            return packed_linear(x, self.packed_weight(), self.bias, self.out_features)
+        return F.linear(x, self.weight, self.bias)
+
+    def _kernel_fits(self, x: Tensor) -> bool:
+        w = self.weight
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and w.dtype == torch.float32
+            and w.device.type == "cpu"
+            and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and 0 < x.numel() <= MAX_ROWS * self.in_features
+            and available()
+        )
+
+    def packed_weight(self) -> Tensor:
+        """The packed copy of the weight, redone when the weight changed since it was made."""
+        w = self.weight
+        stamp = (w.data_ptr(), w._version, tuple(w.shape))
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached[0] != stamp:
+            with torch.no_grad():
+                cached = (stamp, pack_weight(w))
+            self.__dict__["_packed"] = cached  # not a buffer: stays out of state_dict and .to()
+        return cached[1]
+
+
+def use_fast_linear(model: nn.Module) -> int:
+    """Turn every plain ``nn.Linear`` of ``model`` into a :class:`FastLinear` in place.
+
+    Only the class changes (parameters, hooks and the state dict stay as they are), so tied
+    weights stay tied. Returns how many layers changed; 0 when the kernel is unavailable.
+    """
+    if not available():
+        return 0
+    changed = 0
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = FastLinear
+            changed += 1
+    return changed
+
+
+def use_torch_linear(model: nn.Module) -> int:
+    """Undo :func:`use_fast_linear`: back to ``nn.Linear`` (and drop the packed copies)."""
+    changed = 0
+    for module in model.modules():
+        if type(module) is FastLinear:
+            module.__dict__.pop("_packed", None)
+            module.__class__ = nn.Linear
+            changed += 1
+    return changed
