@@ -33,6 +33,7 @@ from glassformer.generate.layout import decode_layout
 from glassformer.kernels import available as kernels_available
 from glassformer.kernels import use_fast_linear
 from glassformer.generate.processors import choose_tokens, process_logits, seen_tokens
+from glassformer.generate.shortlist import ShortlistHead, shortlist_head
 from glassformer.generate.stopping import RowTracker, Tokenizer
 
 PromptInput = Tensor | Sequence[int] | Sequence[Sequence[int]] | str | Sequence[str]
@@ -202,6 +203,11 @@ class Stepper:
             self.mask[:, :t] = mask
             self.next_pos = mask.sum(-1, keepdim=True)  # (B, 1): real tokens so far = next position
         self.cache = None if config.cache == "none" else model.new_cache(b, max_len=total, kind=config.cache)
+        self.head_override: dict[str, ShortlistHead] = {}
+        if config.greedy and config.greedy_shortlist and config.repetition_penalty == 1.0 and not config.output_logits:
+            head = shortlist_head(model)
+            if head is not None:  # logits are -inf where a token cannot win: argmax is unchanged
+                self.head_override = {"lm_head": head}
 
     def _positions(self, start: int, end: int) -> Tensor | None:
         if self.mask is None:
@@ -250,6 +256,7 @@ class Stepper:
             cache=self.cache,
             position_ids=positions,
             logits_to_keep=keep or 1,
+            **self.head_override,
         )
         return out.logits if keep else out.logits[:, -1]  # (B, keep, V) or (B, V)
 

@@ -26,7 +26,7 @@ import torch  # loaded first: the kernels then share PyTorch's OpenMP runtime (s
 from glassformer.utils.paths import cache_root
 
 SOURCE = Path(__file__).with_name("linear.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-Wno-psabi"]
 
 _state: dict[str, object] = {}
 

@@ -15,6 +15,9 @@
 #define _GNU_SOURCE /* MADV_HUGEPAGE */
 #include <stdint.h>
 #include <omp.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -123,9 +126,22 @@ void gf_linear(const float* x, int64_t ldx, const float* packed, const float* bi
 /* The int8 twin, for scoring a vocabulary approximately: packed int8 weights (tiles, I, 32) with
  * one scale per output row; y = scale[o] * sum_i q[o, i] x[m, i]. Used to find the few rows that
  * can hold the largest logit (generate/greedy_head.py); those are then recomputed exactly. */
-typedef int8_t c16 __attribute__((vector_size(16), aligned(1), may_alias));
-
-static inline v16 load16_q8(const int8_t* p) { return __builtin_convertvector(*(const c16*)p, v16); }
+/* int8 -> float for 16 weights. GCC's generic vector conversion of int8 comes out as scalar
+ * code, so the x86 cases spell out the sign-extend-then-convert instructions. */
+static inline v16 load16_q8(const int8_t* p) {
+#if defined(__AVX512F__)
+    return (v16)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p)));
+#elif defined(__AVX2__)
+    union { __m256 half[2]; v16 whole; } u;
+    u.half[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
+    u.half[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8))));
+    return u.whole;
+#else
+    v16 out;
+    for (int k = 0; k < 16; k++) out[k] = (float)p[k];
+    return out;
+#endif
+}
 
 void gf_linear_q8(const float* x, int64_t ldx, const int8_t* packed, const float* scale, float* y,
                   int64_t M, int64_t I, int64_t O) {

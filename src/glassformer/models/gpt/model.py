@@ -16,6 +16,7 @@ For generation, a KV cache keeps each layer's keys and values so each new token 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -140,6 +141,7 @@ class GPT(ModelBase):
         position_ids: Tensor | None = None,
         return_weights: bool = False,
         logits_to_keep: int = 0,
+        lm_head: Callable[[Tensor], Tensor] | None = None,
     ) -> ModelOutput:
         """Logits for every position (or the last ``logits_to_keep``), and the loss when ``targets`` are given.
 
@@ -147,6 +149,8 @@ class GPT(ModelBase):
         ``attention_mask``: ``(B, past + T)`` of 1 (token) and 0 (padding), covering cached tokens
         too; with left padding, positions then count real tokens only, as Hugging Face does.
         ``targets``: ``(B, T)`` next-token ids, ``-100`` where no loss is wanted.
+        ``lm_head``: computes the logits from the final hidden states in place of ``self.lm_head``
+        (greedy decoding passes ``generate.shortlist.ShortlistHead``, which skips hopeless tokens).
         """
         b, t = self._check_inputs(input_ids, attention_mask, targets, position_ids, logits_to_keep)
         past = cache.seq_len() if cache is not None else 0
@@ -187,7 +191,7 @@ class GPT(ModelBase):
         h = out.hidden  # (B, T, C)
         if logits_to_keep > 0:
             h = h[:, -logits_to_keep:]  # generation needs only the last position's logits
-        logits = self.lm_head(h)  # (B, T or logits_to_keep, V)
+        logits = (lm_head or self.lm_head)(h)  # (B, T or logits_to_keep, V)
 
         loss = None
         if targets is not None:
