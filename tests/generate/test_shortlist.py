@@ -1,0 +1,109 @@
+"""The greedy shortlist head: its error bound holds, and its arg-max is the full head's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glassformer.generate import generate
+from glassformer.generate.shortlist import MAX_SHORTLIST, ShortlistHead, shortlist_head
+from glassformer.kernels import available, unavailable_reason
+from glassformer.models.gpt import GPT
+from glassformer.models.gpt.config import LLAMA_STYLE, GPTConfig
+
+pytestmark = pytest.mark.skipif(not available(), reason=f"C kernels unavailable: {unavailable_reason()}")
+
+
+def hidden_states(n: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """Rows like a final LayerNorm's output, at several scales."""
+    g = torch.Generator().manual_seed(seed)
+    h = F.layer_norm(torch.randn(n, dim, generator=g), (dim,))
+    return h * torch.linspace(0.5, 4.0, n)[:, None]
+
+
+def test_int8_scores_stay_within_the_bound():
+    """|exact logit - int8 score| <= |h| * margin, row by row: the inequality the shortlist relies on."""
+    torch.manual_seed(0)
+    w = torch.randn(3000, 96) * 0.02
+    head = ShortlistHead(w)
+    h = hidden_states(16, 96)
+    exact = h.double() @ w.double().t()
+    gap = (exact - head.scores(h).double()).abs()
+    bound = h.double().norm(dim=1, keepdim=True) * head.margin
+    assert (gap <= bound).all()
+    assert (gap.amax(1) > 0.05 * bound.amax(1)).all()  # the bound is not vacuous either
+
+
+def test_argmax_equals_full_head_and_values_are_exact():
+    torch.manual_seed(1)
+    w = torch.randn(5000, 128) * 0.02
+    head = ShortlistHead(w)
+    h = hidden_states(64, 128)
+    full = h @ w.t()
+    short = head(h)
+    assert torch.equal(short.argmax(-1), full.argmax(-1))
+    kept = torch.isfinite(short)
+    assert kept.sum(1).max() < 200  # a shortlist, not the vocabulary
+    torch.testing.assert_close(short[kept], full[kept], rtol=1e-5, atol=1e-5)
+
+
+def test_near_ties_are_resolved_in_float32():
+    """Rows that differ by less than int8 can see: the shortlist keeps both and picks the larger."""
+    torch.manual_seed(2)
+    w = torch.randn(1000, 64) * 0.02
+    h = hidden_states(1, 64)[0]
+    best = int((w @ h).argmax())
+    twin = w[best] + 1e-5 * h / h.norm()  # a hair better than the winner along h
+    w[7] = twin
+    head = ShortlistHead(w)
+    assert int(head(h[None]).argmax()) == int((w @ h).argmax()) == 7
+
+
+def test_flat_scores_fall_back_to_the_full_head():
+    torch.manual_seed(6)
+    # rows closer to each other than int8 can tell apart: no row can be ruled out
+    w = 0.02 * torch.randn(1, 32) + 1e-5 * torch.randn(MAX_SHORTLIST + 500, 32)
+    head = ShortlistHead(w)
+    h = hidden_states(1, 32)
+    out = head(h)
+    assert torch.isfinite(out).all()
+    assert int(out.argmax()) == int((h @ w.t()).argmax())
+
+
+def test_bias_is_part_of_the_logit():
+    torch.manual_seed(3)
+    w, b = torch.randn(600, 48) * 0.02, torch.zeros(600)
+    b[42] = 100.0
+    assert int(ShortlistHead(w, b)(hidden_states(1, 48)).argmax()) == 42
+
+
+@pytest.mark.parametrize("variant", [{}, dict(n_kv_head=2, **LLAMA_STYLE)])
+def test_greedy_decoding_gives_the_same_tokens_with_and_without_it(variant):
+    torch.manual_seed(4)
+    model = GPT(GPTConfig(vocab_size=2000, block_size=64, n_layer=2, n_head=4, n_embd=64, **variant)).eval()
+    assert shortlist_head(model) is not None
+    prompts = [[5, 17, 300, 4], [9, 1999]]
+    for lookup in (0, 3):
+        rows = prompts[:1] if lookup else prompts
+        on = generate(model, rows, max_new_tokens=30, prompt_lookup=lookup)
+        off = generate(model, rows, max_new_tokens=30, prompt_lookup=lookup, greedy_shortlist=False)
+        assert on.tokens == off.tokens
+
+
+def test_head_is_rebuilt_when_the_weights_change():
+    torch.manual_seed(5)
+    model = GPT(GPTConfig(vocab_size=512, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    first = shortlist_head(model)
+    assert shortlist_head(model) is first
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    assert shortlist_head(model) is not first
+
+
+def test_not_used_where_it_does_not_apply():
+    small = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    assert shortlist_head(small) is None  # fewer rows than it takes to pay off
+    assert shortlist_head(torch.nn.Linear(4, 4)) is None  # no lm_head
+    with pytest.raises(ValueError, match="float32 CPU"):
+        ShortlistHead(torch.randn(300, 8, dtype=torch.float64))
