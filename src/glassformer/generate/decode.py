@@ -30,11 +30,11 @@ from torch import Tensor, nn
 
 from glassformer.generate.config import GenerationConfig
 from glassformer.generate.layout import decode_layout
-from glassformer.kernels import available as kernels_available
-from glassformer.kernels import use_fast_linear
 from glassformer.generate.processors import choose_tokens, process_logits, seen_tokens
 from glassformer.generate.shortlist import ShortlistHead, shortlist_head
 from glassformer.generate.stopping import RowTracker, Tokenizer
+from glassformer.kernels import available as kernels_available
+from glassformer.kernels import use_fast_linear
 
 PromptInput = Tensor | Sequence[int] | Sequence[Sequence[int]] | str | Sequence[str]
 

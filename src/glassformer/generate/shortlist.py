@@ -49,7 +49,7 @@ class ShortlistHead:
         q = torch.round(w / scale[:, None]).clamp_(-127, 127)  # (V, C) integers in float64
         error = (w - q * scale[:, None]).norm(dim=1)  # (V,) |e_o|
         rounding = (weight.shape[1] + 2) * UNIT_ROUNDOFF * ((q.norm(dim=1) * scale) + w.norm(dim=1))
-        self.margin = (error + rounding) * (1 + 1e-6)  # (V,) float64, rounded up
+        self.margin = ((error + rounding) * (1 + 1e-6)).contiguous()  # (V,) float64, rounded up
         self.scale = scale.float()
         self.packed = pack_weight(q.to(torch.int8), dtype=torch.int8)  # (ceil(V/32), C, 32)
         self.stamp = _stamp(weight)
@@ -69,25 +69,30 @@ class ShortlistHead:
 
     def __call__(self, hidden: Tensor) -> Tensor:
         """``(..., C)`` final hidden states -> ``(..., V)`` logits, exact on the shortlist."""
+        lib = load()
         shape = hidden.shape
         rows = hidden.reshape(-1, shape[-1]).to(torch.float32).contiguous()  # (R, C)
-        score = self.scores(rows).double()  # (R, V)
-        if self.bias is not None:
-            score = score + self.bias.double()
-        slack = rows.double().norm(dim=1, keepdim=True) * (1 + 1e-6) * self.margin  # (R, V)
-        best_floor = (score - slack).amax(dim=1, keepdim=True)  # (R, 1) the winner scores at least this
-        row_idx, tok_idx = torch.nonzero(score + slack >= best_floor, as_tuple=True)
-        if tok_idx.numel() > MAX_SHORTLIST * rows.shape[0]:  # a flat distribution: score it all
-            logits = rows @ self.weight.t()
+        score = self.scores(rows)  # (R, V)
+        v = self.weight.shape[0]
+        logits = torch.full((rows.shape[0], v), float("-inf"))
+        found = torch.empty(MAX_SHORTLIST, dtype=torch.int64)
+        bias_ptr = None if self.bias is None else self.bias.detach().contiguous().data_ptr()
+        for r in range(rows.shape[0]):
+            hnorm = float(rows[r].double().norm()) * (1 + 1e-6)
+            n = lib.gf_shortlist(
+                score[r].data_ptr(), bias_ptr, self.margin.data_ptr(), hnorm, v, found.data_ptr(), MAX_SHORTLIST
+            )
+            if n > MAX_SHORTLIST:  # a flat distribution: no shortcut, score the row in full
+                logits[r] = self.weight @ rows[r]
+                if self.bias is not None:
+                    logits[r] += self.bias
+                continue
+            tokens = found[:n]
+            exact = self.weight.index_select(0, tokens) @ rows[r]  # (n,) float32, as the full head would
             if self.bias is not None:
-                logits = logits + self.bias
-            return logits.view(*shape[:-1], -1)
-        exact = (self.weight.index_select(0, tok_idx) * rows.index_select(0, row_idx)).sum(dim=1)  # (K,)
-        if self.bias is not None:
-            exact = exact + self.bias.index_select(0, tok_idx)
-        logits = torch.full((rows.shape[0], self.weight.shape[0]), float("-inf"))
-        logits[row_idx, tok_idx] = exact
-        return logits.view(*shape[:-1], -1)
+                exact += self.bias.index_select(0, tokens)
+            logits[r, tokens] = exact
+        return logits.view(*shape[:-1], v)
 
 
 def _stamp(weight: Tensor) -> tuple[int, int, tuple[int, ...]]:

@@ -174,3 +174,24 @@ void gf_linear_q8(const float* x, int64_t ldx, const int8_t* packed, const float
         }
     }
 }
+
+/* The rows that can still hold the largest logit (generate/shortlist.py): with s = score + bias
+ * and slack = hnorm * margin, keep o when s[o] + slack[o] >= max over o' of s[o'] - slack[o'].
+ * Writes at most cap indices to out and returns how many rows qualify (possibly more than cap). */
+int64_t gf_shortlist(const float* score, const float* bias, const double* margin, double hnorm, int64_t V,
+                     int64_t* out, int64_t cap) {
+    double floor = -1.0 / 0.0;
+    for (int64_t o = 0; o < V; o++) {
+        double lo = (double)score[o] + (bias ? (double)bias[o] : 0.0) - hnorm * margin[o];
+        if (lo > floor) floor = lo;
+    }
+    int64_t n = 0;
+    for (int64_t o = 0; o < V; o++) {
+        double hi = (double)score[o] + (bias ? (double)bias[o] : 0.0) + hnorm * margin[o];
+        if (hi >= floor) {
+            if (n < cap) out[n] = o;
+            n++;
+        }
+    }
+    return n;
+}
