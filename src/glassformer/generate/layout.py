@@ -1,4 +1,7 @@
-"""Lay linear weights out in memory the way CPU matrix-vector products read them fastest.
+"""Lay linear weights out in memory the way MKL's matrix-vector products read them fastest.
+
+This is the fallback for CPUs where glassformer's own kernels cannot be compiled
+(``glassformer.kernels``, which are faster still); ``generate`` picks one or the other.
 
 Decoding one token per step turns every linear layer into a matrix-vector product, and on a CPU
 that is bound by how fast the weight matrix streams in from memory: each weight is read once
