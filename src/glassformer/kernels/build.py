@@ -26,7 +26,8 @@ import torch  # loaded first: the kernels then share PyTorch's OpenMP runtime (s
 from glassformer.utils.paths import cache_root
 
 SOURCE = Path(__file__).with_name("linear.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-Wno-psabi"]
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c11", "-Wno-psabi"]
+OPENMP = "-fopenmp"  # dropped when the compiler has no OpenMP (Apple clang): one thread then
 
 _state: dict[str, object] = {}
 
@@ -60,10 +61,13 @@ def _build(compiler: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:  # same file system: the rename is atomic
         out = Path(tmp) / target.name
-        result = subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", str(out)], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
+        for flags in ([*FLAGS, OPENMP], FLAGS):
+            result = subprocess.run(
+                [compiler, *flags, str(SOURCE), "-o", str(out)], capture_output=True, text=True, check=False
+            )
+            if result.returncode == 0:
+                break
+        else:
             raise RuntimeError(f"{compiler} could not build {SOURCE.name}:\n{result.stderr.strip()[-2000:]}")
         os.replace(out, target)
     return target

@@ -14,7 +14,9 @@
  */
 #define _GNU_SOURCE /* MADV_HUGEPAGE */
 #include <stdint.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -69,7 +71,13 @@ DEFINE_TILE(2, 2)
 DEFINE_TILE(3, 2)
 DEFINE_TILE(4, 2)
 
-int gf_max_threads(void) { return omp_get_max_threads(); }
+int gf_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 
 /* Ask for 2 MiB pages over a buffer not yet touched: streaming 500 MB per token through 4 KiB
  * pages costs a TLB miss every 4 KiB, which measured 15-20% of the kernel's time. */
