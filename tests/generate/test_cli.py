@@ -35,6 +35,13 @@ def test_generate_verb_streams_the_continuation(folder, tokenizer, capsys):
     assert capsys.readouterr().out == printed
     assert main(["generate", str(folder), "--prompt", "hi", "--strategy", "sample", "--seed", "1",
                  "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--max-new-tokens", "5"]) == 0  # fmt: skip
+    capsys.readouterr()
+    # past the 48-position context with a sliding window
+    assert main(["generate", str(folder), "--prompt", "hello", "--max-new-tokens", "80", "--ignore-eos",
+                 "--slide-window"]) == 0  # fmt: skip
+    slid = generate(ckpt.model, "hello", tokenizer=tokenizer, max_new_tokens=80, slide_window=True).texts[0]
+    assert capsys.readouterr().out == "hello" + slid + "\n"
+    assert len(tokenizer.encode(slid)) == 80
 
 
 @pytest.mark.parametrize(

@@ -251,3 +251,43 @@ def test_prompt_lookup_gives_the_greedy_output(model, cache, tokenizer):
         generate(model, prompt, strategy="sample", prompt_lookup=3)
     with pytest.raises(ValueError, match="one prompt at a time"):
         generate(model, [prompt, prompt], max_new_tokens=4, prompt_lookup=3)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_slide_window_decodes_past_the_context(model, strategy):
+    """Past the 48-position context: cached decoding re-encodes the window exactly as the uncached
+    reference computes it, on a left-padded batch, and every logit comes from at most 48 tokens."""
+    ids, mask = padded_batch()
+    extra = dict(num_beams=2) if strategy == "beam" else dict(seed=3) if strategy == "sample" else {}
+    runs = {
+        cache: generate(model, ids, mask, strategy=strategy, max_new_tokens=100, cache=cache, slide_window=True,
+                        output_logits=True, **extra)  # fmt: skip
+        for cache in ("none", "static", "dynamic")
+    }
+    for cache in ("static", "dynamic"):
+        assert runs[cache].tokens == runs["none"].tokens
+        torch.testing.assert_close(runs[cache].logits, runs["none"].logits, rtol=1e-4, atol=1e-4)
+    assert all(len(t) == 100 for t in runs["static"].tokens)
+    with pytest.raises(ValueError, match="slide_window=True"):
+        generate(model, ids, mask, max_new_tokens=100)
+
+
+def test_slide_window_sees_only_the_window(gpt2_model):
+    """After a slide, the next logits equal a fresh run on the kept window: older tokens are gone."""
+    ids = torch.tensor([[3, 14, 15, 9, 26, 5]])
+    out = generate(gpt2_model, ids, max_new_tokens=50, slide_window=True, output_logits=True)
+    seq = out.sequences[0]
+    context = gpt2_model.max_seq_len  # 48
+    # the step producing new token 43 (sequence length 6 + 43 = 49 > 48) re-encoded the last 36
+    length = ids.shape[1] + 43
+    window = seq[length - (context - context // 4) : length]
+    with torch.no_grad():
+        fresh = gpt2_model(window[None].clone()).logits[0, -1]
+    torch.testing.assert_close(out.logits[0, 43], fresh, rtol=1e-5, atol=1e-5)
+
+
+def test_slide_window_keeps_the_end_of_a_long_prompt(gpt2_model):
+    long_prompt = torch.arange(60)[None] % 60
+    out = generate(gpt2_model, long_prompt, max_new_tokens=5, slide_window=True)
+    assert out.sequences.shape[1] == 48 + 5  # the prompt kept its last 48 tokens
+    assert out.sequences[0, :48].tolist() == long_prompt[0, -48:].tolist()

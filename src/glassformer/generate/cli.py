@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--ignore-eos", action="store_true", help="do not stop at the tokenizer's end-of-text token")
     gen.add_argument("--cache", choices=CACHE_KINDS, default="static")
     gen.add_argument("--truncate-prompt", action="store_true", help="keep the prompt's end if it is too long")
+    gen.add_argument(
+        "--slide-window", action="store_true", help="keep generating past the model's context (oldest tokens slide out)"
+    )
     gen.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
                      help="greedy only: guess N tokens from earlier text and check them in one pass")  # fmt: skip
     _sampling_args(gen, temperature=1.0, top_p=1.0, max_new_tokens=64)
@@ -70,6 +73,7 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache=args.cache,
         truncate_prompt=args.truncate_prompt,
+        slide_window=args.slide_window,
         prompt_lookup=args.prompt_lookup,
     )
     out = sys.stdout

@@ -45,6 +45,11 @@ class GenerationConfig(ConfigMixin):
     pad_token_id: fills left padding of ragged prompts and the slots after a row has stopped.
     truncate_prompt: when prompt + ``max_new_tokens`` exceed the model's context, keep only the
         last tokens of the prompt that fit instead of raising an error.
+    slide_window: decode past the model's context: whenever the sequence fills the context, the
+        oldest quarter is dropped and the rest re-encoded, so the model always sees the latest
+        3/4 to all of its context (nanoGPT's ``generate`` crops to the last ``block_size``
+        tokens at every step instead; re-encoding once per quarter keeps the KV cache useful).
+        A prompt longer than the context keeps its last ``block_size`` tokens.
     output_logits: also return the raw logits of every step (for inspection and tests).
     prompt_lookup: greedy decoding of one prompt only: guess up to this many next tokens by
         copying what followed the latest earlier occurrence of the last few tokens (prompt lookup
@@ -72,6 +77,7 @@ class GenerationConfig(ConfigMixin):
     cache: CacheKind = "static"
     pad_token_id: int = 0
     truncate_prompt: bool = False
+    slide_window: bool = False
     output_logits: bool = False
     prompt_lookup: int = 0
     greedy_shortlist: bool = True
@@ -92,6 +98,8 @@ class GenerationConfig(ConfigMixin):
         _check_int(self, "prompt_lookup", minimum=0)
         if self.prompt_lookup and not self.greedy:
             raise ConfigError(f"prompt_lookup={self.prompt_lookup} works with greedy decoding only (strategy={self.strategy!r})")
+        if self.prompt_lookup and self.slide_window:
+            raise ConfigError(f"prompt_lookup={self.prompt_lookup} cannot be combined with slide_window")
         if self.prompt_lookup and (self.cache == "none" or self.output_logits):
             raise ConfigError(f"prompt_lookup={self.prompt_lookup} needs a KV cache and no output_logits")
         if self.seed is not None:

@@ -160,11 +160,18 @@ def fit_context(batch: PromptBatch, config: GenerationConfig, context: int | Non
     length = batch.input_ids.shape[1]
     if context is None or length + config.max_new_tokens <= context:
         return batch
+    if config.slide_window:
+        if length <= context:
+            return batch
+        mask = None if batch.attention_mask is None else batch.attention_mask[:, -context:]
+        mask = None if mask is None or bool(mask.all()) else mask
+        return PromptBatch(batch.input_ids[:, -context:], mask, truncated=length - context)
     if not config.truncate_prompt:
         raise ValueError(
             f"the prompt ({length} tokens) plus max_new_tokens ({config.max_new_tokens}) exceed the model's "
-            f"context of {context} positions; shorten the prompt, lower max_new_tokens, or set "
-            "truncate_prompt=True to keep only the prompt's last tokens"
+            f"context of {context} positions; shorten the prompt, lower max_new_tokens, set "
+            "truncate_prompt=True to keep only the prompt's last tokens, or slide_window=True to "
+            "keep decoding past the context"
         )
     keep = context - config.max_new_tokens
     if keep < 1:
@@ -185,6 +192,10 @@ class Stepper:
     Holds the token buffer, the attention mask, each row's next position and the KV cache, so the
     strategies only decide *which* tokens come next. With ``cache="none"`` every step reruns the
     whole sequence (the reference the cached paths are tested against).
+
+    With ``slide_window``, columns before ``offset`` have slid out of the model's view: when the
+    sequence would outgrow the context, ``offset`` moves so that the latest 3/4 of the context
+    remain, and they are re-encoded from scratch (positions restart at the window's start).
     """
 
     def __init__(self, model: nn.Module, batch: PromptBatch, config: GenerationConfig) -> None:
@@ -193,7 +204,15 @@ class Stepper:
         b, t = ids.shape
         self.prompt_length = t
         self.length = t
+        self.offset = 0
+        self.slide = config.slide_window
+        self.context: int | None = getattr(model, "max_seq_len", None)
+        self.cache_kind = config.cache
         total = t + config.max_new_tokens
+        if config.slide_window and self.context is not None:
+            total_cache = min(total, self.context)
+        else:
+            total_cache = total
         self.tokens = ids.new_full((b, total), config.pad_token_id)  # (B, T + n_new)
         self.tokens[:, :t] = ids
         self.mask: Tensor | None = None
@@ -201,8 +220,10 @@ class Stepper:
         if mask is not None:
             self.mask = torch.ones((b, total), dtype=mask.dtype, device=mask.device)
             self.mask[:, :t] = mask
-            self.next_pos = mask.sum(-1, keepdim=True)  # (B, 1): real tokens so far = next position
-        self.cache = None if config.cache == "none" else model.new_cache(b, max_len=total, kind=config.cache)
+            self.next_pos = mask.sum(-1, keepdim=True)  # (B, 1): position of column pos_base
+        self.pos_base = t
+        self.cache_len = total_cache
+        self.cache = None if config.cache == "none" else model.new_cache(b, max_len=total_cache, kind=config.cache)
         self.head_override: dict[str, ShortlistHead] = {}
         if config.greedy and config.greedy_shortlist and config.repetition_penalty == 1.0 and not config.output_logits:
             head = shortlist_head(model)
@@ -212,7 +233,8 @@ class Stepper:
     def _positions(self, start: int, end: int) -> Tensor | None:
         if self.mask is None:
             return None
-        return (self.mask[:, :end].cumsum(-1) - 1).clamp_min(0)[:, start:end]  # (B, end - start)
+        window = self.mask[:, self.offset : end]
+        return (window.cumsum(-1) - 1).clamp_min(0)[:, start - self.offset :]  # (B, end - start)
 
     def prefill(self) -> Tensor:
         """Run the prompt; ``(B, V)`` logits for the first new token."""
@@ -222,9 +244,22 @@ class Stepper:
         """Append ``(B,)`` tokens; ``(B, V)`` logits for the token after them."""
         self.tokens[:, self.length] = next_tokens
         self.length += 1
+        if self.slide and self.context is not None and self.length - self.offset > self.context:
+            self._slide()
+            return self._run(self.offset, self.length)
         if self.cache is None:
-            return self._run(0, self.length)
+            return self._run(self.offset, self.length)
         return self._run(self.length - 1, self.length)
+
+    def _slide(self) -> None:
+        """Drop the oldest columns so the latest 3/4 of the context remain; restart the cache."""
+        keep = max(1, self.context - self.context // 4)
+        self.offset = self.length - keep
+        if self.cache is not None:
+            self.cache = self.model.new_cache(self.tokens.shape[0], max_len=self.cache_len, kind=self.cache_kind)
+        if self.mask is not None:
+            self.next_pos = self.mask[:, self.offset : self.length].sum(-1, keepdim=True)
+            self.pos_base = self.length
 
     def feed(self, tokens: Tensor) -> Tensor:
         """Append ``(B, n)`` tokens in one forward pass; ``(B, n, V)`` logits after each of them."""
@@ -245,9 +280,9 @@ class Stepper:
 
     def _run(self, start: int, end: int, keep: int = 0) -> Tensor:
         """Logits after position ``end - 1`` (``(B, V)``), or after each of the last ``keep`` positions."""
-        mask = None if self.mask is None else self.mask[:, :end]
-        if self.next_pos is not None and end - start == 1:
-            positions = self.next_pos + (end - 1 - self.prompt_length)  # (B, 1), no cumsum per step
+        mask = None if self.mask is None else self.mask[:, self.offset : end]
+        if self.next_pos is not None and end - start == 1 and start >= self.pos_base:
+            positions = self.next_pos + (end - 1 - self.pos_base)  # (B, 1), no cumsum per step
         else:
             positions = self._positions(start, end)
         out = self.model(
