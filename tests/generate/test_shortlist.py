@@ -9,10 +9,13 @@ import torch.nn.functional as F
 from glassformer.generate import generate
 from glassformer.generate.shortlist import MAX_SHORTLIST, ShortlistHead, shortlist_head
 from glassformer.kernels import available, unavailable_reason
+from glassformer.kernels.build import load
 from glassformer.models.gpt import GPT
 from glassformer.models.gpt.config import LLAMA_STYLE, GPTConfig
 
 pytestmark = pytest.mark.skipif(not available(), reason=f"C kernels unavailable: {unavailable_reason()}")
+# both ways of scoring: int8 weights x float32 hidden state everywhere, int8 x int8 where VNNI exists
+INT8_DOT = [False] + ([True] if available() and load().gf_has_vnni() else [])
 
 
 def hidden_states(n: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -22,23 +25,44 @@ def hidden_states(n: int, dim: int, seed: int = 0) -> torch.Tensor:
     return h * torch.linspace(0.5, 4.0, n)[:, None]
 
 
-def test_int8_scores_stay_within_the_bound():
-    """|exact logit - int8 score| <= |h| * margin, row by row: the inequality the shortlist relies on."""
+@pytest.mark.parametrize("int8_dot", INT8_DOT)
+def test_int8_scores_stay_within_the_bound(int8_dot):
+    """|exact logit - int8 score| <= the slack, row by row: the inequality the shortlist relies on."""
     torch.manual_seed(0)
-    w = torch.randn(3000, 96) * 0.02
-    head = ShortlistHead(w)
-    h = hidden_states(16, 96)
+    w = torch.randn(3000, 97) * 0.02  # 97 inputs: not a multiple of the 4-byte groups
+    head = ShortlistHead(w, int8_dot=int8_dot)
+    assert head.dot_int8 == int8_dot
+    h = hidden_states(16, 97)
     exact = h.double() @ w.double().t()
-    gap = (exact - head.scores(h).double()).abs()
-    bound = h.double().norm(dim=1, keepdim=True) * head.margin
+    score, xnorms = head.scores(h)
+    gap = (exact - score.double()).abs()
+    bound = head.bound(h, xnorms)
     assert (gap <= bound).all()
     assert (gap.amax(1) > 0.05 * bound.amax(1)).all()  # the bound is not vacuous either
 
 
-def test_argmax_equals_full_head_and_values_are_exact():
+@pytest.mark.parametrize("int8_dot", INT8_DOT)
+def test_bound_covers_the_hidden_states_own_rounding(int8_dot):
+    """Weights that int8 holds exactly (no weight error at all): what is left of the gap is the
+    hidden state's quantization (int8 x int8 scoring) and float rounding, and the bound covers it."""
+    g = torch.Generator().manual_seed(7)
+    ints = torch.randint(-126, 127, (2000, 64), generator=g).float()
+    ints[:, 0] = 127.0  # every row's largest magnitude is 127: the scale is exactly 0.001
+    w = ints * torch.tensor(0.001)
+    head = ShortlistHead(w, int8_dot=int8_dot)
+    h = hidden_states(8, 64)
+    score, xnorms = head.scores(h)
+    gap = (h.double() @ w.double().t() - score.double()).abs()
+    assert (gap <= head.bound(h, xnorms)).all()
+    if int8_dot:
+        assert (gap.amax(1) > 1e-3).all()  # the hidden state's rounding is what the bound must cover
+
+
+@pytest.mark.parametrize("int8_dot", INT8_DOT)
+def test_argmax_equals_full_head_and_values_are_exact(int8_dot):
     torch.manual_seed(1)
     w = torch.randn(5000, 128) * 0.02
-    head = ShortlistHead(w)
+    head = ShortlistHead(w, int8_dot=int8_dot)
     h = hidden_states(64, 128)
     full = h @ w.t()
     short = head(h)
@@ -48,7 +72,8 @@ def test_argmax_equals_full_head_and_values_are_exact():
     torch.testing.assert_close(short[kept], full[kept], rtol=1e-5, atol=1e-5)
 
 
-def test_near_ties_are_resolved_in_float32():
+@pytest.mark.parametrize("int8_dot", INT8_DOT)
+def test_near_ties_are_resolved_in_float32(int8_dot):
     """Rows that differ by less than int8 can see: the shortlist keeps both and picks the larger."""
     torch.manual_seed(2)
     w = torch.randn(1000, 64) * 0.02
@@ -56,26 +81,28 @@ def test_near_ties_are_resolved_in_float32():
     best = int((w @ h).argmax())
     twin = w[best] + 1e-5 * h / h.norm()  # a hair better than the winner along h
     w[7] = twin
-    head = ShortlistHead(w)
+    head = ShortlistHead(w, int8_dot=int8_dot)
     assert int(head(h[None]).argmax()) == int((w @ h).argmax()) == 7
 
 
-def test_flat_scores_fall_back_to_the_full_head():
+@pytest.mark.parametrize("int8_dot", INT8_DOT)
+def test_flat_scores_fall_back_to_the_full_head(int8_dot):
     torch.manual_seed(6)
     # rows closer to each other than int8 can tell apart: no row can be ruled out
     w = 0.02 * torch.randn(1, 32) + 1e-5 * torch.randn(MAX_SHORTLIST + 500, 32)
-    head = ShortlistHead(w)
+    head = ShortlistHead(w, int8_dot=int8_dot)
     h = hidden_states(1, 32)
     out = head(h)
     assert torch.isfinite(out).all()
     assert int(out.argmax()) == int((h @ w.t()).argmax())
 
 
-def test_bias_is_part_of_the_logit():
+@pytest.mark.parametrize("int8_dot", INT8_DOT)
+def test_bias_is_part_of_the_logit(int8_dot):
     torch.manual_seed(3)
     w, b = torch.randn(600, 48) * 0.02, torch.zeros(600)
     b[42] = 100.0
-    assert int(ShortlistHead(w, b)(hidden_states(1, 48)).argmax()) == 42
+    assert int(ShortlistHead(w, b, int8_dot=int8_dot)(hidden_states(1, 48)).argmax()) == 42
 
 
 @pytest.mark.parametrize("variant", [{}, dict(n_kv_head=2, **LLAMA_STYLE)])

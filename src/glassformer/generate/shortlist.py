@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from glassformer.kernels.build import load
-from glassformer.kernels.linear import TILE, pack_weight
+from glassformer.kernels.linear import TILE, huge_page_empty, pack_weight
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
 MAX_SHORTLIST = 2048  # beyond this many rows a row is cheaper to score in full
@@ -38,7 +38,9 @@ MAX_SHORTLIST = 2048  # beyond this many rows a row is cheaper to score in full
 class ShortlistHead:
     """Greedy-exact logits of a linear output head: exact where a token can win, ``-inf`` elsewhere."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, int8_dot: bool | None = None) -> None:
+        """``int8_dot``: quantize the hidden state too and use int8 dot products (AVX-512 VNNI);
+        None uses them where the compiled kernel has them."""
         if weight.dim() != 2 or weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise ValueError(
                 f"ShortlistHead takes a float32 CPU (vocab, dim) weight, got {tuple(weight.shape)} "
@@ -55,29 +57,74 @@ class ShortlistHead:
             torch.linalg.vector_norm(q, dim=1) * scale + torch.linalg.vector_norm(w, dim=1)
         )
         self.margin = ((error.double() + rounding.double()) * (1 + 1e-3)).contiguous()  # (V,) float64
-        self.scale = scale.float()
-        self.packed = pack_weight(q.to(torch.int8), dtype=torch.int8)  # (ceil(V/32), C, 32)
+        self.scale = scale.contiguous()
+        # |s_o q_o|: how much an error in a quantized hidden state can move row o's score
+        self.qnorm = (torch.linalg.vector_norm(q, dim=1) * scale).double().mul_(1 + 1e-3).contiguous()
+        lib = load()
+        has_dot = lib is not None and bool(lib.gf_has_vnni())
+        if int8_dot and not has_dot:
+            raise ValueError("int8_dot=True needs a CPU with AVX-512 VNNI and the compiled kernels")
+        self.dot_int8 = has_dot if int8_dot is None else int8_dot
+        if self.dot_int8:  # int8 x int8 dot products: layout (tiles, G, 32, 4), see linear.c
+            v, c = q.shape
+            tiles, groups = -(-v // TILE), -(-c // 4)
+            qi = torch.zeros(tiles * TILE, groups * 4, dtype=torch.int8)
+            qi[:v, :c] = q.to(torch.int8)
+            self.packed = huge_page_empty((tiles, groups, TILE, 4), torch.int8)
+            self.packed.copy_(qi.view(tiles, TILE, groups, 4).permute(0, 2, 1, 3))
+            self.rowsum = qi[:v].sum(dim=1, dtype=torch.int32).contiguous()  # (V,) for the +128 offset
+        else:  # int8 weights widened to float32: layout (tiles, C, 32)
+            self.packed = pack_weight(q.to(torch.int8), dtype=torch.int8)
         self.stamp = _stamp(weight)
 
-    def scores(self, rows: Tensor) -> Tensor:
-        """``(R, C)`` hidden rows -> ``(R, V)`` int8-weight scores (the C kernel)."""
+    def _quantize(self, row: Tensor) -> tuple[Tensor, float, float]:
+        """A hidden row as unsigned bytes (``q + 128``), its float32 scale, and ``xnorm``: a bound
+        on ``|h - scale * q|`` plus the float32 rounding of the final ``scale_o * scale * int``."""
+        c = row.shape[0]
+        xscale = (row.abs().amax() / 127.0).clamp_min(1e-30)  # float32, exactly what C receives
+        q = torch.round(row / xscale).clamp_(-127, 127)
+        qd = q.double()
+        error = float(torch.linalg.vector_norm(row.double() - qd * xscale.double()))
+        xnorm = (error + 3 * UNIT_ROUNDOFF * float(xscale) * float(torch.linalg.vector_norm(qd))) * (1 + 1e-6)
+        xq = torch.full((-(-c // 4) * 4,), 128, dtype=torch.uint8)
+        xq[:c] = (q + 128).to(torch.uint8)
+        return xq, float(xscale), xnorm
+
+    def scores(self, rows: Tensor) -> tuple[Tensor, list[float]]:
+        """``(R, C)`` hidden rows -> ``(R, V)`` int8 scores and, per row, the ``xnorm`` of its own
+        quantization (0 when the rows stay float32)."""
         lib = load()
         if lib is None:
             raise RuntimeError("ShortlistHead needs the glassformer C kernels")
         v = self.weight.shape[0]
         out = torch.empty(rows.shape[0], v, dtype=torch.float32)
-        lib.gf_linear_q8(
-            rows.data_ptr(), rows.stride(0), self.packed.data_ptr(), self.scale.data_ptr(), out.data_ptr(),
-            rows.shape[0], rows.shape[1], v,
-        )  # fmt: skip
-        return out
+        if not self.dot_int8:
+            lib.gf_linear_q8(
+                rows.data_ptr(), rows.stride(0), self.packed.data_ptr(), self.scale.data_ptr(), out.data_ptr(),
+                rows.shape[0], rows.shape[1], v,
+            )  # fmt: skip
+            return out, [0.0] * rows.shape[0]
+        xnorms = []
+        for r in range(rows.shape[0]):
+            xq, xscale, xnorm = self._quantize(rows[r])
+            lib.gf_linear_q8x8(
+                xq.data_ptr(), self.packed.data_ptr(), self.rowsum.data_ptr(), self.scale.data_ptr(), xscale,
+                out[r].data_ptr(), self.packed.shape[1], v,
+            )  # fmt: skip
+            xnorms.append(xnorm)
+        return out, xnorms
+
+    def bound(self, rows: Tensor, xnorms: list[float]) -> Tensor:
+        """``(R, V)`` float64: how far each exact logit can be from its score (the slack)."""
+        hnorm = rows.double().norm(dim=1, keepdim=True) * (1 + 1e-6)
+        return hnorm * self.margin + torch.tensor(xnorms, dtype=torch.float64)[:, None] * self.qnorm
 
     def __call__(self, hidden: Tensor) -> Tensor:
         """``(..., C)`` final hidden states -> ``(..., V)`` logits, exact on the shortlist."""
         lib = load()
         shape = hidden.shape
         rows = hidden.reshape(-1, shape[-1]).to(torch.float32).contiguous()  # (R, C)
-        score = self.scores(rows)  # (R, V)
+        score, xnorms = self.scores(rows)  # (R, V)
         v = self.weight.shape[0]
         logits = torch.full((rows.shape[0], v), float("-inf"))
         found = torch.empty(MAX_SHORTLIST, dtype=torch.int64)
@@ -85,8 +132,9 @@ class ShortlistHead:
         for r in range(rows.shape[0]):
             hnorm = float(rows[r].double().norm()) * (1 + 1e-6)
             n = lib.gf_shortlist(
-                score[r].data_ptr(), bias_ptr, self.margin.data_ptr(), hnorm, v, found.data_ptr(), MAX_SHORTLIST
-            )
+                score[r].data_ptr(), bias_ptr, self.margin.data_ptr(), hnorm, self.qnorm.data_ptr(), xnorms[r],
+                v, found.data_ptr(), MAX_SHORTLIST,
+            )  # fmt: skip
             if n > MAX_SHORTLIST:  # a flat distribution: no shortcut, score the row in full
                 logits[r] = self.weight @ rows[r]
                 if self.bias is not None:

@@ -95,8 +95,12 @@ def load() -> ctypes.CDLL | None:
         lib.gf_linear.restype = None
         lib.gf_linear_q8.argtypes = [ptr, i64, ptr, ptr, ptr, i64, i64, i64]
         lib.gf_linear_q8.restype = None
-        lib.gf_shortlist.argtypes = [ptr, ptr, ptr, ctypes.c_double, i64, ptr, i64]
+        lib.gf_shortlist.argtypes = [ptr, ptr, ptr, ctypes.c_double, ptr, ctypes.c_double, i64, ptr, i64]
         lib.gf_shortlist.restype = i64
+        lib.gf_linear_q8x8.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, ptr, i64, i64]
+        lib.gf_linear_q8x8.restype = None
+        lib.gf_has_vnni.argtypes = []
+        lib.gf_has_vnni.restype = ctypes.c_int
         lib.gf_max_threads.argtypes = []
         lib.gf_max_threads.restype = ctypes.c_int
         lib.gf_advise_huge.argtypes = [ptr, i64]
