@@ -15,6 +15,7 @@ FIGURES = {
     "02_multi_head.py": ["heads.png", "gqa_heads.png", "mqa_heads.png", "kv_cache.png"],
     "03_positional.py": ["sinusoidal.png", "rope_similarity.png", "alibi_bias.png"],
     "04_encoder_block.py": ["block_attention.png", "pre_vs_post.png"],
+    "05_decoding_speed.py": ["memory_bound.png", "shortlist.png"],
 }
 
 
