@@ -7,6 +7,9 @@ Any decoder model works if it follows glassformer's decoder contract::
     model.new_cache(batch_size, max_len, kind="dynamic" | "static") -> KVCache
     model.max_seq_len
 
+and, optionally, a ``model.lm_head`` linear layer with an ``lm_head=`` keyword on ``forward``
+that replaces it (greedy decoding then scores the vocabulary through ``shortlist.py``).
+
 One step of decoding feeds only the newest token; the cache holds the keys and values of
 everything before it. Prompts of different lengths are padded on the *left*, so every row's next
 token lands in the same column; the attention mask hides the padding and the positions count
