@@ -85,6 +85,15 @@ def test_fast_linear_equals_linear_and_keeps_parameters():
 
 
 @needs_kernels
+def test_fast_linear_reports_a_wrong_width_like_linear():
+    """A (2, 32) input to a 64-wide layer has 64 elements, one row's worth: it must not be read as one."""
+    layer = nn.Linear(64, 8)
+    use_fast_linear(layer)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        layer(torch.randn(2, 32))
+
+
+@needs_kernels
 def test_fast_linear_trains_through_autograd_and_repacks_after_updates():
     torch.manual_seed(0)
     layer = nn.Linear(16, 8)

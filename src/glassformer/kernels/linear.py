@@ -106,6 +106,8 @@ class FastLinear(nn.Linear):
         if (
             x.is_cpu
             and x.dtype == torch.float32
+            and x.dim() > 0
+            and x.shape[-1] == self.in_features
             and (b is None or b.is_contiguous())
             and 0 < x.numel() <= MAX_ROWS * self.in_features
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
