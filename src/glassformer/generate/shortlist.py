@@ -15,6 +15,10 @@ With ``margin_o`` that sum of norms, precomputed per row, and ``m = |h|``, every
 plus ``m * margin_o`` falls below the best score minus its own ``m * margin`` provably loses; the
 rest (about ten rows for random GPT-2 weights) are the shortlist. Ties at the level of float32
 rounding may resolve either way, exactly as they do between any two float32 implementations.
+
+Where the CPU has int8 dot products (AVX-512 VNNI), the hidden state is quantized too,
+``h = s_h q_h + e_h``, and the int8 x int8 sums are exact in int32; the score then also moves by
+``s_o q_o . e_h``, at most ``|s_o q_o| |e_h|``, which joins the slack (``ShortlistHead.bound``).
 Both passes over the vocabulary (the int8 scores and the selection) run in C (``kernels/linear.c``).
 
 Used by ``generate`` for greedy decoding without a repetition penalty or returned logits, when
