@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -123,6 +124,26 @@ def test_fast_linear_keeps_tied_weights_tied():
         emb.weight[3].fill_(1.0)
         out = head(torch.ones(1, 16))
     assert out[0, 3].item() == pytest.approx(16.0)
+
+
+@needs_kernels
+def test_short_memory_keeps_pytorchs_products(monkeypatch):
+    """Where the packed copy would eat more than half of the free memory, the layer stays on
+    F.linear (same results) and says so once."""
+    import glassformer.kernels.linear as linear
+
+    monkeypatch.setattr(linear, "memory_available", lambda: 1000)  # bytes
+    monkeypatch.setattr(linear, "_warned_memory", False)
+    layer = nn.Linear(64, 32)
+    x = torch.randn(1, 64)
+    want = F.linear(x, layer.weight, layer.bias)
+    with pytest.warns(UserWarning, match="not packing"):
+        use_fast_linear(layer)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        got = layer(x)
+    torch.testing.assert_close(got, want)
+    assert layer.packed_weight() is None
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:

@@ -17,6 +17,8 @@ when the weight changes (an optimizer step, a load), so it never goes stale.
 from __future__ import annotations
 
 import ctypes
+import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,38 @@ MAX_ROWS = 16  # above this many rows MKL's matrix-matrix product is faster (ben
 def available() -> bool:
     """True when the compiled kernel is loaded (see ``build.unavailable_reason`` when not)."""
     return load() is not None
+
+
+def memory_available() -> int | None:
+    """Bytes the OS could still hand out (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def room_for(nbytes: int) -> bool:
+    """Whether a packed copy of ``nbytes`` leaves at least half of the free memory free. When it
+    does not, decoding keeps PyTorch's products instead of pushing the machine into swap."""
+    free = memory_available()
+    if free is None or nbytes <= free // 2:
+        return True
+    global _warned_memory
+    if not _warned_memory:
+        _warned_memory = True
+        warnings.warn(
+            f"glassformer.kernels: not packing {nbytes / 2**20:.0f} MB of weights with only {free / 2**20:.0f} MB "
+            "of memory free; decoding uses PyTorch's matrix products (slower, same results). Free memory, or "
+            "set GLASSFORMER_KERNELS=0 to silence this.",
+            stacklevel=3,
+        )
+    return False
+
+
+_warned_memory = False  # the warning above is given once per process
 
 
 def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
@@ -145,7 +179,7 @@ class FastLinear(nn.Linear):
         """Cache ``(version, data_ptr, packed_ptr, usable, packed)``: the forward pass checks two
         integers and passes a pointer, which keeps its overhead near that of ``nn.Linear``."""
         w, b = self.weight, self.bias
-        usable = self._usable()
+        usable = self._usable() and (out is not None or room_for(4 * packed_numel(self.out_features, self.in_features)))
         packed = None
         if usable:
             with torch.no_grad():
@@ -198,6 +232,8 @@ def _pack_small_layers(model: nn.Module) -> None:
     if not layers:
         return
     sizes = [packed_numel(m.out_features, m.in_features) for m in layers]
+    if not room_for(4 * sum(sizes)):
+        return  # each layer tries again alone on first use, and gives up the same way if memory is short
     arena = huge_page_empty((sum(sizes),), torch.float32)
     start = 0
     for layer, size in zip(layers, sizes, strict=True):
