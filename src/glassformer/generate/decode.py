@@ -208,14 +208,11 @@ class Stepper:
         self.prompt_length = t
         self.length = t
         self.offset = 0
-        self.slide = config.slide_window
-        self.context: int | None = getattr(model, "max_seq_len", None)
+        context = getattr(model, "max_seq_len", None)
+        self.window: int | None = context if config.slide_window else None  # None: no sliding
         self.cache_kind = config.cache
         total = t + config.max_new_tokens
-        if config.slide_window and self.context is not None:
-            total_cache = min(total, self.context)
-        else:
-            total_cache = total
+        self.cache_len = total if self.window is None else min(total, self.window)
         self.tokens = ids.new_full((b, total), config.pad_token_id)  # (B, T + n_new)
         self.tokens[:, :t] = ids
         self.mask: Tensor | None = None
@@ -225,8 +222,7 @@ class Stepper:
             self.mask[:, :t] = mask
             self.next_pos = mask.sum(-1, keepdim=True)  # (B, 1): position of column pos_base
         self.pos_base = t
-        self.cache_len = total_cache
-        self.cache = None if config.cache == "none" else model.new_cache(b, max_len=total_cache, kind=config.cache)
+        self.cache = None if config.cache == "none" else model.new_cache(b, max_len=self.cache_len, kind=config.cache)
         self.head_override: dict[str, ShortlistHead] = {}
         if config.greedy and config.greedy_shortlist and config.repetition_penalty == 1.0 and not config.output_logits:
             head = shortlist_head(model)
@@ -247,7 +243,7 @@ class Stepper:
         """Append ``(B,)`` tokens; ``(B, V)`` logits for the token after them."""
         self.tokens[:, self.length] = next_tokens
         self.length += 1
-        if self.slide and self.context is not None and self.length - self.offset > self.context:
+        if self.window is not None and self.length - self.offset > self.window:
             self._slide()
             return self._run(self.offset, self.length)
         if self.cache is None:
@@ -256,7 +252,7 @@ class Stepper:
 
     def _slide(self) -> None:
         """Drop the oldest columns so the latest 3/4 of the context remain; restart the cache."""
-        keep = max(1, self.context - self.context // 4)
+        keep = max(1, self.window - self.window // 4)
         self.offset = self.length - keep
         if self.cache is not None:
             self.cache = self.model.new_cache(self.tokens.shape[0], max_len=self.cache_len, kind=self.cache_kind)

@@ -113,18 +113,25 @@ def packed_linear(x: Tensor, packed: Tensor, bias: Tensor | None, out_features: 
         raise ValueError(f"input has {x.shape[-1]} features; the weight expects {in_features}")
     if x.dtype != torch.float32 or x.device.type != "cpu":
         raise TypeError(f"packed_linear takes float32 CPU input, got {x.dtype} on {x.device}")
+    bias_ptr = None
+    if bias is not None:
+        bias = bias.detach().to(torch.float32).contiguous()
+        bias_ptr = bias.data_ptr()
+    return _run_kernel(lib, x, packed.data_ptr(), bias_ptr, in_features, out_features)
+
+
+def _run_kernel(
+    lib: ctypes.CDLL, x: Tensor, packed_ptr: int, bias_ptr: int | None, in_features: int, out_features: int
+) -> Tensor:
+    """The call itself, shared by :func:`packed_linear` and :class:`FastLinear` (which checks the
+    arguments once, when it packs, not on every call)."""
     rows = x.reshape(-1, in_features)
     if rows.stride(-1) != 1:
         rows = rows.contiguous()
     y = torch.empty(rows.shape[0], out_features, dtype=torch.float32)
-    bias_ptr = None
-    if bias is not None:
-        bias = bias.detach().to(torch.float32).contiguous()
-        bias_ptr = ctypes.c_void_p(bias.data_ptr())
     lib.gf_linear(
-        rows.data_ptr(), rows.stride(0), packed.data_ptr(), bias_ptr, y.data_ptr(),
-        rows.shape[0], in_features, out_features,
-    )  # fmt: skip
+        rows.data_ptr(), rows.stride(0), packed_ptr, bias_ptr, y.data_ptr(), rows.shape[0], in_features, out_features
+    )
     return y.view(*x.shape[:-1], out_features)
 
 
@@ -151,15 +158,8 @@ class FastLinear(nn.Linear):
             if packed is None or packed[0] != w._version or packed[1] != w.data_ptr():
                 packed = self._pack()
             if packed[2] is not None:
-                rows = x.reshape(-1, self.in_features)
-                if rows.stride(-1) != 1:
-                    rows = rows.contiguous()
-                y = torch.empty(rows.shape[0], self.out_features, dtype=torch.float32)
-                lib.gf_linear(
-                    rows.data_ptr(), rows.stride(0), packed[2], None if b is None else b.data_ptr(), y.data_ptr(),
-                    rows.shape[0], self.in_features, self.out_features,
-                )  # fmt: skip
-                return y.view(*x.shape[:-1], self.out_features)
+                bias_ptr = None if b is None else b.data_ptr()
+                return _run_kernel(lib, x, packed[2], bias_ptr, self.in_features, self.out_features)
         return F.linear(x, self.weight, self.bias)
 
     def packed_weight(self) -> Tensor | None:
