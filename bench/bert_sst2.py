@@ -137,7 +137,7 @@ def stage_scratch(args: argparse.Namespace) -> dict:
     from glassformer.train import TrainConfig, Trainer
 
     preset = registry.get("bert-mini")
-    config = preset.make_config().replace(max_position=128)
+    config = preset.make_config().replace(max_seq_len=128)
     out = Path(args.work) / "mini-mlm"
     train_cfg = TrainConfig(out_dir=str(out), max_steps=args.mlm_steps, batch_size=args.mlm_batch_size, lr=1e-3, warmup_steps=50,
                             schedule="linear", eval_interval=max(1, args.mlm_steps // 4), eval_batches=10,

@@ -33,7 +33,7 @@ from glassformer.utils.machine import describe
 
 
 def make_batch(config, batch: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    ids = torch.randint(0, config.vocab_size, (batch, config.block_size + 1), generator=generator)
+    ids = torch.randint(0, config.vocab_size, (batch, config.max_seq_len + 1), generator=generator)
     return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
 
 
@@ -87,11 +87,11 @@ def main() -> None:
                 per.append(fn(preset.build(config), config, steps, args.batch))
             times[name].append((per[1] - per[0]) / (args.long - args.short))
     bare, ours = statistics.median(times["bare"]), statistics.median(times["engine"])
-    tokens = args.batch * config.block_size
+    tokens = args.batch * config.max_seq_len
     result = {
         "benchmark": "train_overhead",
         "preset": args.preset,
-        "batch": [args.batch, config.block_size],
+        "batch": [args.batch, config.max_seq_len],
         "threads": args.threads,
         "seconds_per_step": {"bare_loop": bare, "glassformer_trainer": ours},
         "tokens_per_second": {"bare_loop": tokens / bare, "glassformer_trainer": tokens / ours},
@@ -99,7 +99,7 @@ def main() -> None:
         "all_runs": times,
         "machine": describe(),
     }
-    print(f"{args.preset}, batch {args.batch}x{config.block_size}: bare loop {bare * 1e3:.1f} ms/step, "
+    print(f"{args.preset}, batch {args.batch}x{config.max_seq_len}: bare loop {bare * 1e3:.1f} ms/step, "
           f"Trainer {ours * 1e3:.1f} ms/step, ratio {ours / bare:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -39,7 +39,7 @@ from glassformer.viz.attention import plot_attention_heads
 args = parse_args("04", __doc__)
 torch.manual_seed(0)
 
-dim, n_heads, ffn_hidden = 16, 4, 64
+dim, n_heads, ffn_dim = 16, 4, 64
 sentences = [
     "the animal didn't cross the street because tired".split(),
     "it was too tired to cross".split(),
@@ -52,7 +52,7 @@ attention_mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in senten
 x = torch.randn(2, T, dim)  # stand-ins for token + position embeddings (lesson 03)
 print("attention_mask:\n", attention_mask)
 
-block = TransformerBlock(dim, n_heads, ffn_hidden=ffn_hidden, activation="gelu", norm_position="post", backend="eager")
+block = TransformerBlock(dim, n_heads, ffn_dim=ffn_dim, activation="gelu", norm_position="post", backend="eager")
 with torch.no_grad():  # random norm scales and shifts too, so that the check below tests them
     for name, p in block.named_parameters():
         p.copy_((1.0 if name.endswith("norm.weight") else 0.0) + 0.3 * torch.randn_like(p))
@@ -150,7 +150,7 @@ section("5. Pre-norm block (GPT-2 and later): x = x + sublayer(norm(x))")
 attn_out, _ = self_attention(layer_norm(x, "attn_norm"), attention_mask)
 h = x + attn_out
 pre_out = h + ffn(layer_norm(h, "ffn_norm"))
-pre_block = TransformerBlock(dim, n_heads, ffn_hidden=ffn_hidden, activation="gelu", norm_position="pre", backend="eager")
+pre_block = TransformerBlock(dim, n_heads, ffn_dim=ffn_dim, activation="gelu", norm_position="pre", backend="eager")
 pre_block.load_state_dict(block.state_dict())
 check("pre-norm block == TransformerBlock(norm_position='pre')", pre_out, pre_block(x, mask=mask).hidden, atol=1e-5)
 print(f"output scale: post-norm std {post_out.std():.2f} (renormalised), pre-norm std {pre_out.std():.2f} (not)")
@@ -198,7 +198,7 @@ section("7. The same block in NumPy, backward pass included")
 # glassformer.numpy_ref holds this block in NumPy with every gradient derived by hand (softmax
 # Jacobian, LayerNorm backward, GELU derivative, residual splits). Its parameter names are the
 # torch block's, so the weights copy across. In float64 it agrees with autograd to ~1e-14.
-block64 = TransformerBlock(dim, n_heads, ffn_hidden=ffn_hidden, norm_position="post", backend="eager").double()
+block64 = TransformerBlock(dim, n_heads, ffn_dim=ffn_dim, norm_position="post", backend="eager").double()
 block64.load_state_dict(block.state_dict())
 ref = NumpyTransformerBlock({k: v.double().numpy() for k, v in block.state_dict().items()}, n_heads, norm_position="post")
 x64 = x[:1].double().requires_grad_(True)

@@ -36,7 +36,7 @@ torch.set_num_threads(1)  # one core: the figures then show one core's memory ba
 
 # ---------------------------------------------------------------------------------------------
 section("1. Greedy decoding with a KV cache, by hand")
-config = GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=4, n_embd=64, init_std=0.3)
+config = GPTConfig(vocab_size=512, max_seq_len=64, n_layers=2, n_heads=4, dim=64, init_std=0.3)
 model = GPT(config).eval()
 prompt = torch.tensor([[5, 17, 300, 4, 99]])  # (B, T)
 n_new = 12

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         min_lr_ratio=0.1, betas=(0.9, 0.99), eval_interval=max(1, args.steps // 4), eval_batches=20,
         save_interval=args.steps, keep_last=1, log_interval=10,
     )  # fmt: skip
-    batches = data.batch_fn(train_config.batch_size, model_config.block_size)
+    batches = data.batch_fn(train_config.batch_size, model_config.max_seq_len)
     start = time.perf_counter()
     Trainer(model, train_config, batches, batches).fit()  # prints its own one-screen summary
     print(f"      trained in {time.perf_counter() - start:.0f} s; loss curve: {out / 'train' / 'curves.png'}")
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = "ROMEO:\n" if "shakespeare" in corpus.lower() else "The "
     # samples run past the model's short context: the window slides (GenerationConfig.slide_window)
     max_new = args.max_new_tokens
-    print(f"[3/4] {max_new} characters after the prompt {prompt!r} (context {model_config.block_size}, sliding)")
+    print(f"[3/4] {max_new} characters after the prompt {prompt!r} (context {model_config.max_seq_len}, sliding)")
     samples = []
     for name, options in STRATEGIES.items():
         config = GenerationConfig(max_new_tokens=max_new, seed=0, slide_window=True, **options)

@@ -12,15 +12,15 @@ from glassformer.tokenizers import CharTokenizer
 TEXT = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:!?\n0123"  # 63 characters
 VARIANTS = {
     "gpt2": {},
-    "llama": dict(n_kv_head=2, **LLAMA_STYLE),  # RoPE, RMSNorm, SwiGLU, grouped-query attention
+    "llama": dict(n_kv_heads=2, **LLAMA_STYLE),  # RoPE, RMSNorm, SwiGLU, grouped-query attention
 }
 
 
-def tiny_gpt(variant: str = "gpt2", vocab_size: int = 64, block_size: int = 48, seed: int = 0) -> GPT:
+def tiny_gpt(variant: str = "gpt2", vocab_size: int = 64, max_seq_len: int = 48, seed: int = 0) -> GPT:
     """A 2-layer decoder with weights large enough (std 0.3) that greedy output does not just repeat."""
     torch.manual_seed(seed)
     config = GPTConfig(
-        vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=4, n_embd=32, init_std=0.3,
+        vocab_size=vocab_size, max_seq_len=max_seq_len, n_layers=2, n_heads=4, dim=32, init_std=0.3,
         **VARIANTS[variant],
     )  # fmt: skip
     return GPT(config).eval()

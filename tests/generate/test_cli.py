@@ -91,7 +91,7 @@ def test_hugging_face_folder_loads_with_its_tokenizer(tmp_path, tokenizer):
 
 def _session(tokenizer, **changes):
     config = GenerationConfig(max_new_tokens=8, **changes)
-    return ChatSession(tiny_gpt("gpt2", block_size=128), tokenizer, config=config)
+    return ChatSession(tiny_gpt("gpt2", max_seq_len=128), tokenizer, config=config)
 
 
 def test_chat_loop_with_scripted_input(tokenizer):

@@ -105,10 +105,10 @@ def test_bias_is_part_of_the_logit(int8_dot):
     assert int(ShortlistHead(w, b, int8_dot=int8_dot)(hidden_states(1, 48)).argmax()) == 42
 
 
-@pytest.mark.parametrize("variant", [{}, dict(n_kv_head=2, **LLAMA_STYLE)])
+@pytest.mark.parametrize("variant", [{}, dict(n_kv_heads=2, **LLAMA_STYLE)])
 def test_greedy_decoding_gives_the_same_tokens_with_and_without_it(variant):
     torch.manual_seed(4)
-    model = GPT(GPTConfig(vocab_size=2000, block_size=64, n_layer=2, n_head=4, n_embd=64, **variant)).eval()
+    model = GPT(GPTConfig(vocab_size=2000, max_seq_len=64, n_layers=2, n_heads=4, dim=64, **variant)).eval()
     assert shortlist_head(model) is not None
     prompts = [[5, 17, 300, 4], [9, 1999]]
     for lookup in (0, 3):
@@ -120,7 +120,7 @@ def test_greedy_decoding_gives_the_same_tokens_with_and_without_it(variant):
 
 def test_head_is_rebuilt_when_the_weights_change():
     torch.manual_seed(5)
-    model = GPT(GPTConfig(vocab_size=512, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    model = GPT(GPTConfig(vocab_size=512, max_seq_len=16, n_layers=1, n_heads=2, dim=32)).eval()
     first = shortlist_head(model)
     assert shortlist_head(model) is first
     with torch.no_grad():
@@ -129,7 +129,7 @@ def test_head_is_rebuilt_when_the_weights_change():
 
 
 def test_not_used_where_it_does_not_apply():
-    small = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    small = GPT(GPTConfig(vocab_size=64, max_seq_len=16, n_layers=1, n_heads=2, dim=32))
     assert shortlist_head(small) is None  # fewer rows than it takes to pay off
     assert shortlist_head(torch.nn.Linear(4, 4)) is None  # no lm_head
     with pytest.raises(ValueError, match="float32 CPU"):

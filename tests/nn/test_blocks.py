@@ -16,7 +16,7 @@ BACKENDS = ["eager", "sdpa", "flash"]
 def _stack(backend: str, norm_position: str = "pre", **kwargs) -> TransformerStack:
     torch.manual_seed(0)
     return TransformerStack(
-        2, 32, 4, n_kv_heads=2, ffn_hidden=48, norm_position=norm_position, backend=backend, **kwargs
+        2, 32, 4, n_kv_heads=2, ffn_dim=48, norm_position=norm_position, backend=backend, **kwargs
     ).eval()
 
 
@@ -94,7 +94,7 @@ def test_padded_tokens_never_change_the_others(backend: str, causal: bool) -> No
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_block_matches_torch_encoder_layer(norm_position: str, activation: str) -> None:
     torch.manual_seed(0)
-    ours = TransformerBlock(32, 4, ffn_hidden=64, activation=activation, norm_position=norm_position).eval()
+    ours = TransformerBlock(32, 4, ffn_dim=64, activation=activation, norm_position=norm_position).eval()
     for p in ours.parameters():
         torch.nn.init.normal_(p, std=0.2)
     ref = torch.nn.TransformerEncoderLayer(
@@ -112,7 +112,7 @@ def test_block_matches_torch_encoder_layer(norm_position: str, activation: str) 
 
 def test_stack_returns_weights_per_layer_in_bertviz_layout() -> None:
     torch.manual_seed(0)
-    stack = TransformerStack(3, 32, 4, ffn_hidden=48, cross_attention=True, context_dim=24).eval()
+    stack = TransformerStack(3, 32, 4, ffn_dim=48, cross_attention=True, context_dim=24).eval()
     x, ctx = torch.randn(2, 5, 32), torch.randn(2, 7, 24)
     ctx_mask = padding_mask(torch.tensor([[1] * 7, [1] * 4 + [0] * 3]))
     out = stack(x, is_causal=True, context=ctx, context_mask=ctx_mask, return_weights=True)

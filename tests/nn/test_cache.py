@@ -20,7 +20,7 @@ HEAD_DIM = DIM // HEADS
 
 def _setup(backend: str) -> tuple[TransformerStack, RotaryEmbedding, torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
-    stack = TransformerStack(LAYERS, DIM, HEADS, n_kv_heads=KV_HEADS, ffn_hidden=64, activation="swiglu",
+    stack = TransformerStack(LAYERS, DIM, HEADS, n_kv_heads=KV_HEADS, ffn_dim=64, activation="swiglu",
                              norm="rmsnorm", bias=False, backend=backend).eval()
     rope = RotaryEmbedding(HEAD_DIM)
     x = torch.randn(B, T, DIM)

@@ -20,7 +20,7 @@ V, S, T = 50, 9, 7
 
 def _config(**overrides) -> TransformerConfig:
     base = dict(src_vocab_size=V, tgt_vocab_size=V, dim=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=3,
-                ffn_hidden=64, dropout=0.0, max_len=64)
+                ffn_dim=64, dropout=0.0, max_len=64)
     return TransformerConfig(**{**base, **overrides})
 
 
@@ -209,7 +209,7 @@ def test_shared_embeddings_and_save_load(tmp_path) -> None:
 
 def test_presets_are_registered() -> None:
     base = registry.get("transformer-base").make_config()
-    assert (base.dim, base.n_heads, base.n_encoder_layers, base.n_decoder_layers, base.ffn_hidden) == (512, 8, 6, 6, 2048)
+    assert (base.dim, base.n_heads, base.n_encoder_layers, base.n_decoder_layers, base.ffn_dim) == (512, 8, 6, 6, 2048)
     tiny = registry.get("transformer-base-tiny")
     config = tiny.make_config()
     batch = tiny.example_batch(config)

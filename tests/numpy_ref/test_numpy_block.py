@@ -22,7 +22,7 @@ def make_pair(position: str, causal: bool, activation: str, seed: int = 0):
     """A float64 torch block with random weights everywhere (norm affines too) and its NumPy copy."""
     torch.manual_seed(seed)
     block = TransformerBlock(
-        DIM, HEADS, ffn_hidden=HIDDEN, activation=activation, norm_position=position, backend="eager"
+        DIM, HEADS, ffn_dim=HIDDEN, activation=activation, norm_position=position, backend="eager"
     ).double()
     with torch.no_grad():
         for name, p in block.named_parameters():

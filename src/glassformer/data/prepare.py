@@ -130,9 +130,9 @@ def causal_lm_data(train_config: Any, model_config: Any, args: argparse.Namespac
             f"vocab_size is {model_config.vocab_size}; pass model.vocab_size={data.vocab_size}"
             + (hint if data.meta["source"] == EMBEDDED_NAME and "text" not in options else "")
         )
-    block_size = int(options.get("block_size", model_config.block_size))
-    if not 0 < block_size <= model_config.block_size:
-        raise ValueError(f"data.block_size={block_size} must lie in [1, model block_size={model_config.block_size}]")
+    block_size = int(options.get("block_size", model_config.max_seq_len))
+    if not 0 < block_size <= model_config.max_seq_len:
+        raise ValueError(f"data.block_size={block_size} must lie in [1, model max_seq_len={model_config.max_seq_len}]")
     data.tokenizer().save(train_config.out_dir)
     return data.batch_fn(train_config.batch_size, block_size), data.batch_fn(train_config.batch_size, block_size)
 

@@ -42,7 +42,7 @@ class TransformerBlock(nn.Module):
         *,
         n_kv_heads: int | None = None,
         head_dim: int | None = None,
-        ffn_hidden: int | None = None,
+        ffn_dim: int | None = None,
         activation: Activation = "gelu",
         norm: NormKind = "layernorm",
         norm_eps: float = 1e-5,
@@ -69,7 +69,7 @@ class TransformerBlock(nn.Module):
             else None
         )
         self.ffn_norm = make_norm(norm, dim, norm_eps, bias)
-        self.ffn = FeedForward(dim, ffn_hidden or 4 * dim, activation, bias=bias)
+        self.ffn = FeedForward(dim, ffn_dim or 4 * dim, activation, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def _residual(self, x: Tensor, norm: nn.Module, sublayer) -> tuple[Tensor, Tensor | None]:

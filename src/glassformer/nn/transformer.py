@@ -51,7 +51,7 @@ class TransformerConfig(ConfigMixin):
     n_heads: int = 8
     n_encoder_layers: int = 6
     n_decoder_layers: int = 6
-    ffn_hidden: int = 2048  # d_ff
+    ffn_dim: int = 2048  # d_ff
     dropout: float = 0.1  # P_drop: on embeddings+positions and on every sublayer output
     attn_dropout: float = 0.0  # on attention weights (torch.nn.Transformer uses `dropout` here too)
     max_len: int = 1024  # rows of the sinusoidal table: the longest source or target
@@ -65,7 +65,7 @@ class TransformerConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "dim", "n_heads", "n_encoder_layers",
-                     "n_decoder_layers", "ffn_hidden", "max_len"):
+                     "n_decoder_layers", "ffn_dim", "max_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
@@ -142,7 +142,7 @@ class Transformer(ModelBase):
         self.tgt_embed = self.src_embed if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.dim)
         self.positions = SinusoidalPositionalEncoding(c.dim, c.max_len, dropout=c.dropout)
         block: dict[str, Any] = dict(
-            ffn_hidden=c.ffn_hidden, activation="relu", norm="layernorm", norm_eps=c.norm_eps,
+            ffn_dim=c.ffn_dim, activation="relu", norm="layernorm", norm_eps=c.norm_eps,
             norm_position="post", dropout=c.dropout, attn_dropout=c.attn_dropout, backend=c.backend,
         )
         self.encoder = TransformerStack(c.n_encoder_layers, c.dim, c.n_heads, **block)
@@ -337,7 +337,7 @@ register(
         family="transformer",
         make_config=lambda: TransformerConfig(
             src_vocab_size=64, tgt_vocab_size=64, dim=32, n_heads=4, n_encoder_layers=2,
-            n_decoder_layers=2, ffn_hidden=64, max_len=128,
+            n_decoder_layers=2, ffn_dim=64, max_len=128,
         ),
         build=Transformer,
         example_batch=example_batch,

@@ -31,7 +31,7 @@ Cache = dict[str, Any]
 Grads = dict[str, np.ndarray]
 
 
-def param_shapes(dim: int, ffn_hidden: int) -> dict[str, tuple[int, ...]]:
+def param_shapes(dim: int, ffn_dim: int) -> dict[str, tuple[int, ...]]:
     """Every parameter of the block and its shape, under the torch block's ``state_dict`` keys."""
     shapes: dict[str, tuple[int, ...]] = {}
     for norm in ("attn_norm", "ffn_norm"):
@@ -40,9 +40,9 @@ def param_shapes(dim: int, ffn_hidden: int) -> dict[str, tuple[int, ...]]:
     for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
         shapes[f"attn.{proj}.weight"] = (dim, dim)
         shapes[f"attn.{proj}.bias"] = (dim,)
-    shapes["ffn.up.weight"] = (ffn_hidden, dim)
-    shapes["ffn.up.bias"] = (ffn_hidden,)
-    shapes["ffn.down.weight"] = (dim, ffn_hidden)
+    shapes["ffn.up.weight"] = (ffn_dim, dim)
+    shapes["ffn.up.bias"] = (ffn_dim,)
+    shapes["ffn.down.weight"] = (dim, ffn_dim)
     shapes["ffn.down.bias"] = (dim,)
     return shapes
 
@@ -326,8 +326,8 @@ class NumpyTransformerBlock:
         self.dim = int(self.params["attn_norm.weight"].shape[0])
         if self.dim % self.n_heads != 0:
             raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
-        ffn_hidden = int(self.params["ffn.up.weight"].shape[0]) if "ffn.up.weight" in self.params else 0
-        expected = param_shapes(self.dim, ffn_hidden)
+        ffn_dim = int(self.params["ffn.up.weight"].shape[0]) if "ffn.up.weight" in self.params else 0
+        expected = param_shapes(self.dim, ffn_dim)
         missing = sorted(set(expected) - set(self.params))
         extra = sorted(set(self.params) - set(expected))
         if missing or extra:
@@ -338,11 +338,11 @@ class NumpyTransformerBlock:
 
     @classmethod
     def init(
-        cls, dim: int, n_heads: int, ffn_hidden: int | None = None, seed: int = 0, **kwargs: Any
+        cls, dim: int, n_heads: int, ffn_dim: int | None = None, seed: int = 0, **kwargs: Any
     ) -> NumpyTransformerBlock:
         """Random weights (std 0.2, so every path carries a visible signal) and random norm affines."""
         rng = np.random.default_rng(seed)
-        shapes = param_shapes(dim, ffn_hidden or 4 * dim)
+        shapes = param_shapes(dim, ffn_dim or 4 * dim)
         params = {}
         for name, shape in shapes.items():
             base = 1.0 if name.endswith("norm.weight") else 0.0

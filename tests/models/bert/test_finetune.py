@@ -47,7 +47,7 @@ def _rows(n: int, seed: int, source: str) -> Rows:
 
 def _tiny(vocab: int) -> Bert:
     torch.manual_seed(0)
-    return Bert(BertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, ffn_hidden=64, max_position=32,
+    return Bert(BertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=32,
                            dropout=0.0, attn_dropout=0.0))
 
 
@@ -146,7 +146,7 @@ def test_scores_f1_and_confusion() -> None:
 
 def test_mean_pooling_variant_reads_real_tokens_only() -> None:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, ffn_hidden=32, max_position=16,
+    config = BertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, ffn_dim=32, max_seq_len=16,
                         head="sequence", pooling="mean", dropout=0.0, attn_dropout=0.0)
     model = Bert(config).eval()
     ids = torch.tensor([[2, 7, 9, 3, 0, 0], [2, 7, 9, 3, 5, 3]])

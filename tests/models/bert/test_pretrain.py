@@ -40,7 +40,7 @@ def test_train_bert_mlm_verb_learns(tmp_path, capsys) -> None:
     code = main([
         "train", "bert-mlm", f"out_dir={out}", "max_steps=30", "batch_size=16", "lr=3e-3", "warmup_steps=5",
         "eval_interval=30", "eval_batches=2", "save_interval=30", "log_interval=10", "progress=false", "plot=false",
-        "model.dim=32", "model.n_layers=1", "model.n_heads=2", "model.ffn_hidden=64", "model.max_position=32",
+        "model.dim=32", "model.n_layers=1", "model.n_heads=2", "model.ffn_dim=64", "model.max_seq_len=32",
         "data.max_len=32",
     ])
     assert code == 0

@@ -145,7 +145,7 @@ def test_tokenizer_travels_with_the_checkpoint(tmp_path) -> None:
 
     text = "the quick brown fox jumps over the lazy dog. " * 30
     tok = train_bpe([text], 280, show_progress=False)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, max_seq_len=16, n_layers=1, n_heads=2, dim=16))
     save_pretrained(model, tmp_path, tokenizer=tok)
     again = tokenizer_from_pretrained(tmp_path)
     assert again.encode(text[:60]) == tok.encode(text[:60])
@@ -161,7 +161,7 @@ def test_bad_checkpoints_have_clear_errors(tmp_path) -> None:
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="model_type 'bert'"):
         from_pretrained(tmp_path / "bert")
-    GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16)).save(tmp_path / "ours")
+    GPT(GPTConfig(vocab_size=50, max_seq_len=8, n_layers=1, n_heads=2, dim=16)).save(tmp_path / "ours")
     with pytest.raises(ValueError, match="glassformer gpt folder"):
         from_pretrained(tmp_path / "ours")
     with pytest.raises(FileNotFoundError, match="not a folder"):
@@ -175,6 +175,6 @@ def test_bad_checkpoints_have_clear_errors(tmp_path) -> None:
     (tmp_path / "bad" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not fit|output rows"):
         from_pretrained(tmp_path / "bad")
-    odd = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_encoding="rope"))
+    odd = GPT(GPTConfig(vocab_size=50, max_seq_len=8, n_layers=1, n_heads=2, dim=16, pos_encoding="rope"))
     with pytest.raises(ValueError, match="no Hugging Face architecture"):
         save_pretrained(odd, tmp_path / "odd")

@@ -9,9 +9,9 @@ from glassformer.models.gpt import GPT, GPTConfig, parameter_breakdown, paramete
 from glassformer.utils.config import ConfigError
 
 VARIANTS = {
-    "gpt2": GPTConfig(vocab_size=61, block_size=40, n_layer=2, n_head=4, n_embd=32),
+    "gpt2": GPTConfig(vocab_size=61, max_seq_len=40, n_layers=2, n_heads=4, dim=32),
     "llama-gqa": GPTConfig(
-        vocab_size=61, block_size=40, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, pos_encoding="rope",
+        vocab_size=61, max_seq_len=40, n_layers=2, n_heads=4, n_kv_heads=2, dim=32, pos_encoding="rope",
         norm="rmsnorm", activation="swiglu", bias=False, tie_embeddings=False,
     ),
 }
@@ -126,7 +126,7 @@ def test_save_load_roundtrip_and_other_family_refused(tmp_path) -> None:
 
 def test_bad_input_is_refused_clearly() -> None:
     model = _model("gpt2")
-    with pytest.raises(ValueError, match="longer than the model's context of block_size=40"):
+    with pytest.raises(ValueError, match="longer than the model's context of max_seq_len=40"):
         model(torch.zeros(1, 41, dtype=torch.long))
     cache = model.new_cache(1)
     model(torch.zeros(1, 30, dtype=torch.long), cache=cache)
@@ -151,12 +151,12 @@ def test_bad_input_is_refused_clearly() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(n_embd=30, n_head=4), "n_embd=30 is not divisible by n_head=4"),
-        (dict(n_kv_head=3), "multiple of n_kv_head=3"),
+        (dict(dim=30, n_heads=4), "dim=30 is not divisible by n_heads=4"),
+        (dict(n_kv_heads=3), "multiple of n_kv_heads=3"),
         (dict(pos_encoding="alibi"), "pos_encoding='alibi'"),
         (dict(norm="batchnorm"), "norm='batchnorm'"),
         (dict(activation="tanh"), "activation='tanh'"),
-        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(n_layers=0), "n_layers must be a positive integer"),
         (dict(dropout=1.0), "dropout must be in"),
         (dict(eos_token_id=99), "eos_token_id=99 is outside"),
     ],
@@ -165,11 +165,11 @@ def test_config_errors_name_the_field(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         VARIANTS["gpt2"].replace(**changes)
     with pytest.raises(ConfigError, match="unknown key"):
-        GPTConfig.from_dict({"n_layers": 2})
+        GPTConfig.from_dict({"n_layer": 2})
 
 
 def test_llama_ffn_rule_and_derived_fields() -> None:
-    c = GPTConfig(n_embd=128, n_head=4, activation="swiglu")
+    c = GPTConfig(dim=128, n_heads=4, activation="swiglu")
     assert c.ffn_size == 384 and c.kv_heads == 4 and c.head_size == 32
-    assert c.replace(n_embd=256).ffn_size == 704  # derived again, never stale
-    assert GPTConfig(n_embd=128, n_head=4).ffn_size == 512
+    assert c.replace(dim=256).ffn_size == 704  # derived again, never stale
+    assert GPTConfig(dim=128, n_heads=4).ffn_size == 512

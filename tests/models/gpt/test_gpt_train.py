@@ -26,7 +26,7 @@ def test_tiny_model_overfits_tiny_text(variant: str, tmp_path) -> None:
     src = tmp_path / "text.txt"
     src.write_text(TEXT, encoding="utf-8")
     style = {} if variant == "gpt2" else dict(pos_encoding="rope", norm="rmsnorm", activation="swiglu", bias=False)
-    config = GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=64, **style)
+    config = GPTConfig(vocab_size=64, max_seq_len=32, n_layers=2, n_heads=2, dim=64, **style)
     torch.manual_seed(0)
     model = GPT(config)
     train_config = TrainConfig(
@@ -55,7 +55,7 @@ def test_train_data_checks_vocab_and_options(tmp_path) -> None:
     src = tmp_path / "text.txt"
     src.write_text(TEXT, encoding="utf-8")
     train_config = TrainConfig(out_dir=str(tmp_path / "run"), progress=False)
-    small = GPTConfig(vocab_size=10, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    small = GPTConfig(vocab_size=10, max_seq_len=16, n_layers=1, n_heads=2, dim=16)
     with pytest.raises(ValueError, match=r"pass model.vocab_size=\d+"):
         causal_lm_data(train_config, small, argparse.Namespace(data_options={"text": str(src)}))
     with pytest.raises(ValueError, match="unknown data option"):

@@ -27,8 +27,8 @@ class BertConfig(ConfigMixin):
     dim: int = 768  # hidden size
     n_layers: int = 12
     n_heads: int = 12
-    ffn_hidden: int = 3072  # "intermediate_size"
-    max_position: int = 512  # rows in the position table
+    ffn_dim: int = 3072  # "intermediate_size"
+    max_seq_len: int = 512  # rows in the position table
     position_offset: int = 0  # 0 for BERT; pad_token_id + 1 for RoBERTa
     type_vocab_size: int = 2  # segments A/B; 1 (or 0 = no table) for RoBERTa-style
     pad_token_id: int = 0
@@ -49,7 +49,7 @@ class BertConfig(ConfigMixin):
     attn_backend: Literal["eager", "sdpa", "flash"] = "sdpa"
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "dim", "n_layers", "n_heads", "ffn_hidden", "max_position", "num_labels")
+        positive = ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len", "num_labels")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -62,9 +62,9 @@ class BertConfig(ConfigMixin):
             raise ConfigError(f"BertConfig.head={self.head!r}; expected one of {HEADS}")
         if self.type_vocab_size < 0:
             raise ConfigError(f"BertConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
-        if not 0 <= self.position_offset < self.max_position:
+        if not 0 <= self.position_offset < self.max_seq_len:
             raise ConfigError(
-                f"BertConfig.position_offset={self.position_offset} must lie in [0, max_position={self.max_position})"
+                f"BertConfig.position_offset={self.position_offset} must lie in [0, max_seq_len={self.max_seq_len})"
             )
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary ({self.vocab_size})")
@@ -86,22 +86,22 @@ class BertConfig(ConfigMixin):
     @property
     def max_tokens(self) -> int:
         """The longest input the position table covers (RoBERTa-style offsets use up some rows)."""
-        return self.max_position - self.position_offset
+        return self.max_seq_len - self.position_offset
 
 
 # name -> (fields, description). Each has a "-tiny" twin registered beside it.
 PRESETS: dict[str, tuple[dict, str]] = {
     "bert-base": (dict(), "BERT-base uncased shape: 12 layers, width 768, 12 heads (110M)"),
     "bert-mini": (
-        dict(dim=256, n_layers=4, n_heads=4, ffn_hidden=1024),
+        dict(dim=256, n_layers=4, n_heads=4, ffn_dim=1024),
         "BERT-mini (Turc et al. 2019): 4 layers, width 256; small enough to pretrain on a CPU",
     ),
     "minilm-l6": (
-        dict(dim=384, n_layers=6, n_heads=12, ffn_hidden=1536),
+        dict(dim=384, n_layers=6, n_heads=12, ffn_dim=1536),
         "all-MiniLM-L6-v2's shape: 6 layers, width 384, 12 heads",
     ),
     "roberta-base": (
-        dict(vocab_size=50265, max_position=514, position_offset=2, type_vocab_size=1, pad_token_id=1,
+        dict(vocab_size=50265, max_seq_len=514, position_offset=2, type_vocab_size=1, pad_token_id=1,
              norm_eps=1e-5),
         "RoBERTa-base shape: BERT-base with offset positions and a single segment",
     ),
@@ -111,4 +111,4 @@ PRESETS: dict[str, tuple[dict, str]] = {
     ),
 }
 
-TINY: dict = dict(vocab_size=128, dim=32, n_layers=2, n_heads=4, ffn_hidden=64, max_position=64)
+TINY: dict = dict(vocab_size=128, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=64)

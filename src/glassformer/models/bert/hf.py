@@ -157,8 +157,8 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> BertConfig:
     pad = hf.get("pad_token_id", 0)
     fields: dict[str, Any] = dict(
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-        n_heads=hf["num_attention_heads"], ffn_hidden=hf["intermediate_size"],
-        max_position=hf.get("max_position_embeddings", 512),
+        n_heads=hf["num_attention_heads"], ffn_dim=hf["intermediate_size"],
+        max_seq_len=hf.get("max_position_embeddings", 512),
         position_offset=pad + 1 if model_type == "roberta" else 0,
         type_vocab_size=hf.get("type_vocab_size", 2), pad_token_id=pad,
         norm_eps=hf.get("layer_norm_eps", 1e-12), activation=ACTIVATIONS[act], dropout=hidden_dropout,
@@ -198,8 +198,8 @@ def config_to_hf(config: BertConfig) -> dict[str, Any]:
         "architectures": [arch],
         "model_type": "roberta" if roberta else "bert",
         "vocab_size": config.vocab_size, "hidden_size": config.dim, "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads, "intermediate_size": config.ffn_hidden,
-        "max_position_embeddings": config.max_position, "type_vocab_size": config.type_vocab_size,
+        "num_attention_heads": config.n_heads, "intermediate_size": config.ffn_dim,
+        "max_position_embeddings": config.max_seq_len, "type_vocab_size": config.type_vocab_size,
         "pad_token_id": config.pad_token_id, "layer_norm_eps": config.norm_eps, "hidden_act": act,
         "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.attn_dropout,
         "classifier_dropout": config.classifier_dropout, "initializer_range": config.init_std,

@@ -29,7 +29,7 @@ class BertEmbeddings(nn.Module):
         super().__init__()
         self.config = config
         self.word = nn.Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)
-        self.position = LearnedPositionalEmbedding(config.max_position, config.dim)
+        self.position = LearnedPositionalEmbedding(config.max_seq_len, config.dim)
         self.token_type = nn.Embedding(config.type_vocab_size, config.dim) if config.type_vocab_size else None
         self.norm = LayerNorm(config.dim, eps=config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)
@@ -73,7 +73,7 @@ class Bert(ModelBase):
         self.encoder = TransformerStack(
             c.n_layers, c.dim, c.n_heads,
             final_norm=False,  # post-norm blocks already end in a norm
-            ffn_hidden=c.ffn_hidden, activation=c.activation, norm="layernorm", norm_eps=c.norm_eps,
+            ffn_dim=c.ffn_dim, activation=c.activation, norm="layernorm", norm_eps=c.norm_eps,
             norm_position="post", bias=True, dropout=c.dropout, attn_dropout=c.attn_dropout,
             backend=c.attn_backend,
         )

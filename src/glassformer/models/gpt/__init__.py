@@ -23,7 +23,7 @@ __all__ = ["GPT", "GPTConfig", "parameter_breakdown", "parameter_report"]
 
 def example_batch(config: GPTConfig, batch_size: int = 2) -> dict[str, Any]:
     """Random token ids and their next-token targets, for smoke tests."""
-    t = min(16, config.block_size)
+    t = min(16, config.max_seq_len)
     ids = torch.randint(0, config.vocab_size, (batch_size, t + 1))
     return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
 

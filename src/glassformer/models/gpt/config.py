@@ -9,11 +9,11 @@ field              GPT-2 (2019)                Llama (2023), SmolLM2
 ``norm``           ``"layernorm"``             ``"rmsnorm"``
 ``activation``     ``"gelu_tanh"``             ``"swiglu"`` (gated, 3 matrices)
 ``bias``           ``True``                    ``False``
-``n_kv_head``      ``= n_head``                ``< n_head`` (grouped-query)
+``n_kv_heads``      ``= n_heads``                ``< n_heads`` (grouped-query)
 =================  ==========================  ===============================
 
-Fields that can be derived (``n_kv_head``, ``head_dim``, ``ffn_hidden``) stay ``None`` in the
-config and are resolved by properties, so ``config.replace(n_embd=...)`` never leaves a stale
+Fields that can be derived (``n_kv_heads``, ``head_dim``, ``ffn_dim``) stay ``None`` in the
+config and are resolved by properties, so ``config.replace(dim=...)`` never leaves a stale
 derived value behind.
 """
 
@@ -33,13 +33,13 @@ AttnBackend = Literal["sdpa", "eager", "flash"]
 GATED_ACTIVATIONS = ("swiglu", "geglu")
 
 
-def llama_ffn_hidden(n_embd: int, multiple_of: int = 64) -> int:
-    """The Llama rule for a gated FFN: ``8/3 * n_embd`` rounded up to ``multiple_of``.
+def llama_ffn_hidden(dim: int, multiple_of: int = 64) -> int:
+    """The Llama rule for a gated FFN: ``8/3 * dim`` rounded up to ``multiple_of``.
 
-    A gated FFN has three matrices instead of two; ``2/3 * 4 * n_embd`` keeps its parameter count
-    equal to a plain FFN of width ``4 * n_embd``. Llama rounds to 256; 64 suits small models too.
+    A gated FFN has three matrices instead of two; ``2/3 * 4 * dim`` keeps its parameter count
+    equal to a plain FFN of width ``4 * dim``. Llama rounds to 256; 64 suits small models too.
     """
-    hidden = int(2 * 4 * n_embd / 3)
+    hidden = int(2 * 4 * dim / 3)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
@@ -48,13 +48,13 @@ class GPTConfig(ConfigMixin):
     """A decoder-only language model. Defaults are GPT-2 small (124M)."""
 
     vocab_size: int = 50257
-    block_size: int = 1024  # the longest context the model accepts (past + new tokens)
-    n_layer: int = 12
-    n_head: int = 12
-    n_kv_head: int | None = None  # key/value heads; None = n_head (plain multi-head attention)
-    n_embd: int = 768
-    head_dim: int | None = None  # None = n_embd // n_head
-    ffn_hidden: int | None = None  # None = 4 * n_embd, or the Llama 8/3 rule for gated FFNs
+    max_seq_len: int = 1024  # the longest context the model accepts (past + new tokens)
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int | None = None  # key/value heads; None = n_heads (plain multi-head attention)
+    dim: int = 768
+    head_dim: int | None = None  # None = dim // n_heads
+    ffn_dim: int | None = None  # None = 4 * dim, or the Llama 8/3 rule for gated FFNs
     pos_encoding: PosEncoding = "learned"
     rope_theta: float = 10000.0
     norm: Norm = "layernorm"
@@ -69,22 +69,22 @@ class GPTConfig(ConfigMixin):
     eos_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "max_seq_len", "n_layers", "n_heads", "dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("n_kv_head", "head_dim", "ffn_hidden"):
+        for name in ("n_kv_heads", "head_dim", "ffn_dim"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ConfigError(f"GPTConfig.{name} must be a positive integer or None, got {value!r}")
-        if self.head_dim is None and self.n_embd % self.n_head != 0:
+        if self.head_dim is None and self.dim % self.n_heads != 0:
             raise ConfigError(
-                f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"GPTConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                 "change one of them or set head_dim"
             )
-        if self.n_head % self.kv_heads != 0:
+        if self.n_heads % self.kv_heads != 0:
             raise ConfigError(
-                f"GPTConfig.n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head} "
+                f"GPTConfig.n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads} "
                 "(each key/value head serves a whole group of query heads)"
             )
         self._check_choice("pos_encoding", ("learned", "rope"))
@@ -112,17 +112,17 @@ class GPTConfig(ConfigMixin):
 
     @property
     def kv_heads(self) -> int:
-        return self.n_head if self.n_kv_head is None else self.n_kv_head
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
     @property
     def head_size(self) -> int:
-        return self.n_embd // self.n_head if self.head_dim is None else self.head_dim
+        return self.dim // self.n_heads if self.head_dim is None else self.head_dim
 
     @property
     def ffn_size(self) -> int:
-        if self.ffn_hidden is not None:
-            return self.ffn_hidden
-        return llama_ffn_hidden(self.n_embd) if self.activation in GATED_ACTIVATIONS else 4 * self.n_embd
+        if self.ffn_dim is not None:
+            return self.ffn_dim
+        return llama_ffn_hidden(self.dim) if self.activation in GATED_ACTIVATIONS else 4 * self.dim
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,14 +138,14 @@ def gpt2() -> GPTConfig:
 
 def gpt2_medium() -> GPTConfig:
     """GPT-2 medium, 350M parameters."""
-    return GPTConfig(n_layer=24, n_head=16, n_embd=1024, bos_token_id=50256, eos_token_id=50256)
+    return GPTConfig(n_layers=24, n_heads=16, dim=1024, bos_token_id=50256, eos_token_id=50256)
 
 
 def smollm2_135m() -> GPTConfig:
     """SmolLM2-135M (Hugging Face 2024): Llama architecture, 30 layers, GQA 9 query / 3 kv heads."""
     return GPTConfig(
-        vocab_size=49152, block_size=8192, n_layer=30, n_head=9, n_kv_head=3, n_embd=576,
-        ffn_hidden=1536, rope_theta=100000.0, norm_eps=1e-5, tie_embeddings=True,
+        vocab_size=49152, max_seq_len=8192, n_layers=30, n_heads=9, n_kv_heads=3, dim=576,
+        ffn_dim=1536, rope_theta=100000.0, norm_eps=1e-5, tie_embeddings=True,
         bos_token_id=1, eos_token_id=2, **LLAMA_STYLE,
     )
 
@@ -156,7 +156,7 @@ def shakespeare_char() -> GPTConfig:
     4 layers, 4 heads, width 128, context 64, no dropout, and no biases (nanoGPT's default
     ``bias=False``): GPT-2's architecture at toy size, 0.80M parameters.
     """
-    return GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
+    return GPTConfig(vocab_size=65, max_seq_len=64, n_layers=4, n_heads=4, dim=128, dropout=0.0, bias=False)
 
 
 def shakespeare_char_rope() -> GPTConfig:
@@ -166,24 +166,24 @@ def shakespeare_char_rope() -> GPTConfig:
     RoPE lets every layer see relative offsets directly, and the narrower FFN removes a third of
     the FLOPs per step (0.53M parameters instead of 0.80M). ``bench/gpt_train.py`` trains it.
     """
-    return shakespeare_char().replace(pos_encoding="rope", ffn_hidden=256)
+    return shakespeare_char().replace(pos_encoding="rope", ffn_dim=256)
 
 
 def shakespeare_char_llama() -> GPTConfig:
     """The same budget as :func:`shakespeare_char` with Llama's choices: RoPE, RMSNorm, SwiGLU, no biases."""
-    return GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, **LLAMA_STYLE)
+    return GPTConfig(vocab_size=65, max_seq_len=64, n_layers=4, n_heads=4, dim=128, dropout=0.0, **LLAMA_STYLE)
 
 
 def pydoc_char() -> GPTConfig:
     """Character level on the embedded corpus (Python's own help text, about 100 characters)."""
-    return GPTConfig(vocab_size=128, block_size=128, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+    return GPTConfig(vocab_size=128, max_seq_len=128, n_layers=4, n_heads=4, dim=128, dropout=0.0)
 
 
 def tiny(config: GPTConfig, vocab_size: int = 96) -> GPTConfig:
     """A toy twin of a preset: same architecture choices, 2 layers, width 32, context 32."""
-    n_head = 4 if config.kv_heads < config.n_head else 2
-    n_kv_head = 2 if config.kv_heads < config.n_head else None
+    n_heads = 4 if config.kv_heads < config.n_heads else 2
+    n_kv_heads = 2 if config.kv_heads < config.n_heads else None
     return config.replace(
-        vocab_size=vocab_size, block_size=32, n_layer=2, n_head=n_head, n_kv_head=n_kv_head, n_embd=32,
-        head_dim=None, ffn_hidden=None, bos_token_id=None, eos_token_id=None,
+        vocab_size=vocab_size, max_seq_len=32, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads, dim=32,
+        head_dim=None, ffn_dim=None, bos_token_id=None, eos_token_id=None,
     )

@@ -103,19 +103,19 @@ def config_from_gguf(reader: Any, source: str) -> GPTConfig:
     if arch != "llama":
         raise ValueError(f"{source}: architecture {arch!r} is not supported; glassformer reads 'llama' GGUF files")
     p = "llama."
-    n_embd = int(_field(reader, p + "embedding_length"))
-    n_head = int(_field(reader, p + "attention.head_count"))
+    dim = int(_field(reader, p + "embedding_length"))
+    n_heads = int(_field(reader, p + "attention.head_count"))
     tokens = reader.fields["tokenizer.ggml.tokens"]
     tensor_names = {t.name for t in reader.tensors}
     return GPTConfig(
         vocab_size=int(_field(reader, p + "vocab_size", len(tokens.data))),
-        block_size=int(_field(reader, p + "context_length")),
-        n_layer=int(_field(reader, p + "block_count")),
-        n_head=n_head,
-        n_kv_head=int(_field(reader, p + "attention.head_count_kv", n_head)),
-        n_embd=n_embd,
-        head_dim=int(_field(reader, p + "rope.dimension_count", n_embd // n_head)),
-        ffn_hidden=int(_field(reader, p + "feed_forward_length")),
+        max_seq_len=int(_field(reader, p + "context_length")),
+        n_layers=int(_field(reader, p + "block_count")),
+        n_heads=n_heads,
+        n_kv_heads=int(_field(reader, p + "attention.head_count_kv", n_heads)),
+        dim=dim,
+        head_dim=int(_field(reader, p + "rope.dimension_count", dim // n_heads)),
+        ffn_dim=int(_field(reader, p + "feed_forward_length")),
         pos_encoding="rope",
         rope_theta=float(_field(reader, p + "rope.freq_base", 10000.0)),
         norm="rmsnorm",
@@ -134,7 +134,7 @@ def state_dict_from_gguf(reader: Any, config: GPTConfig, source: str) -> dict[st
 
     names: dict[str, str] = {}
     for gguf_key, ours in GGUF_KEYS.items():
-        for i in range(config.n_layer) if "{}" in gguf_key else [None]:
+        for i in range(config.n_layers) if "{}" in gguf_key else [None]:
             number = "" if i is None else str(i)
             names[gguf_key.replace("{}", number)] = ours.replace("{}", number)
     state: dict[str, Tensor] = {}
@@ -146,7 +146,7 @@ def state_dict_from_gguf(reader: Any, config: GPTConfig, source: str) -> dict[st
         array = np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)  # a writable copy
         weight = torch.from_numpy(array)
         if tensor.name.endswith("attn_q.weight"):
-            weight = unpermute_rotary_rows(weight, config.n_head)
+            weight = unpermute_rotary_rows(weight, config.n_heads)
         elif tensor.name.endswith("attn_k.weight"):
             weight = unpermute_rotary_rows(weight, config.kv_heads)
         state[names[tensor.name]] = weight
@@ -219,11 +219,15 @@ def smollm2_chat_template() -> str:
 # ---------------------------------------------------------------------------------------------
 # loading, with a cache
 
+CACHE_LAYOUT = 2  # 2: the shared config vocabulary (n_layers, dim, max_seq_len, ...)
+
 
 def _cache_folder(path: Path) -> Path:
-    """One folder per GGUF file version: name, size and modification time."""
+    """One folder per GGUF file version (name, size, modification time) and per config layout:
+    ``CACHE_LAYOUT`` changes whenever the glassformer config fields change, so a stale folder is
+    never read with new field names."""
     stat = path.stat()
-    return cache_root() / "gguf" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+    return cache_root() / "gguf" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}-v{CACHE_LAYOUT}"
 
 
 def build_tokenizer(data: GGUFTokenizerData) -> Any:

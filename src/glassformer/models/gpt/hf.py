@@ -7,7 +7,7 @@ GPT-2, whose code predates ``nn.Linear`` conventions:
 * GPT-2's layers are ``Conv1D`` modules that store their weight as ``(in, out)``, the transpose
   of ``nn.Linear``'s ``(out, in)``: every GPT-2 matrix is transposed on the way in and out.
 * GPT-2 computes queries, keys and values with one fused ``c_attn`` of output width
-  ``3 * n_embd``; its output columns are ``[q | k | v]``. After the transpose the rows are
+  ``3 * dim``; its output columns are ``[q | k | v]``. After the transpose the rows are
   ``[q; k; v]``, so splitting into three equal row blocks gives our ``q_proj``, ``k_proj``,
   ``v_proj`` (and the bias splits the same way). Exporting concatenates them back.
 
@@ -110,8 +110,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
         if act not in HF_ACTIVATIONS:
             raise ValueError(f"{source}: unsupported activation_function {act!r}; known: {sorted(HF_ACTIVATIONS)}")
         return GPTConfig(
-            vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024), n_layer=hf["n_layer"],
-            n_head=hf["n_head"], n_embd=hf["n_embd"], ffn_hidden=hf.get("n_inner"),
+            vocab_size=hf["vocab_size"], max_seq_len=hf.get("n_positions", 1024), n_layers=hf["n_layer"],
+            n_heads=hf["n_head"], dim=hf["n_embd"], ffn_dim=hf.get("n_inner"),
             pos_encoding="learned", norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
             activation=HF_ACTIVATIONS[act], bias=True, tie_embeddings=hf.get("tie_word_embeddings", True),
             dropout=0.0, init_std=hf.get("initializer_range", 0.02),
@@ -131,11 +131,11 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
                 f"{source}: attention_bias={attention_bias} with mlp_bias={mlp_bias} is not supported; "
                 "glassformer's GPTConfig.bias covers both"
             )
-        n_head = hf["num_attention_heads"]
+        n_heads = hf["num_attention_heads"]
         return GPTConfig(
-            vocab_size=hf["vocab_size"], block_size=hf.get("max_position_embeddings", 2048),
-            n_layer=hf["num_hidden_layers"], n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head,
-            n_embd=hf["hidden_size"], head_dim=hf.get("head_dim"), ffn_hidden=hf["intermediate_size"],
+            vocab_size=hf["vocab_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+            n_layers=hf["num_hidden_layers"], n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            dim=hf["hidden_size"], head_dim=hf.get("head_dim"), ffn_dim=hf["intermediate_size"],
             pos_encoding="rope", rope_theta=float(theta), norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6),
             activation="swiglu", bias=bool(attention_bias), tie_embeddings=hf.get("tie_word_embeddings", False),
             dropout=0.0, init_std=hf.get("initializer_range", 0.02),
@@ -167,8 +167,8 @@ def architecture(config: GPTConfig) -> str:
     ):
         if not c.bias:
             raise ValueError("GPT-2 checkpoints always have biases; this config has bias=False")
-        if c.kv_heads != c.n_head or c.head_size * c.n_head != c.n_embd:
-            raise ValueError("GPT-2 checkpoints have n_kv_head == n_head and head_dim == n_embd // n_head")
+        if c.kv_heads != c.n_heads or c.head_size * c.n_heads != c.dim:
+            raise ValueError("GPT-2 checkpoints have n_kv_heads == n_heads and head_dim == dim // n_head")
         return "gpt2"
     if (c.pos_encoding, c.norm, c.activation) == ("rope", "rmsnorm", "swiglu"):
         return "llama"
@@ -186,15 +186,15 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}[c.activation]
         return {
             "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
-            "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
-            "n_inner": c.ffn_hidden, "activation_function": act, "layer_norm_epsilon": c.norm_eps,
+            "n_positions": c.max_seq_len, "n_embd": c.dim, "n_layer": c.n_layers, "n_head": c.n_heads,
+            "n_inner": c.ffn_dim, "activation_function": act, "layer_norm_epsilon": c.norm_eps,
             "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
             "initializer_range": c.init_std, "tie_word_embeddings": c.tie_embeddings, **ids,
         }  # fmt: skip
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
-        "max_position_embeddings": c.block_size, "hidden_size": c.n_embd, "intermediate_size": c.ffn_size,
-        "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "num_key_value_heads": c.kv_heads,
+        "max_position_embeddings": c.max_seq_len, "hidden_size": c.dim, "intermediate_size": c.ffn_size,
+        "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "num_key_value_heads": c.kv_heads,
         "head_dim": c.head_size, "hidden_act": "silu", "rms_norm_eps": c.norm_eps,
         "rope_theta": c.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
         "attention_bias": c.bias, "mlp_bias": c.bias, "attention_dropout": c.dropout,
@@ -206,10 +206,10 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
 # weights
 
 
-def expand_keys(keys: KeyMap, n_layer: int) -> Iterator[tuple[str, str | tuple[str, ...]]]:
+def expand_keys(keys: KeyMap, n_layers: int) -> Iterator[tuple[str, str | tuple[str, ...]]]:
     """The flat map with ``{}`` replaced by each layer number."""
     for hf_key, ours in keys.items():
-        for i in range(n_layer) if "{}" in hf_key else [None]:
+        for i in range(n_layers) if "{}" in hf_key else [None]:
             number = "" if i is None else str(i)
             hf_name = hf_key.replace("{}", number)
             if isinstance(ours, tuple):
@@ -232,7 +232,7 @@ def state_dict_from_hf(hf_state: dict[str, Tensor], model: GPT, arch: str, sourc
     ours_expected = model.state_dict()
     out: dict[str, Tensor] = {}
     used: set[str] = set()
-    for hf_key, ours in expand_keys(keys, model.config.n_layer):
+    for hf_key, ours in expand_keys(keys, model.config.n_layers):
         names = ours if isinstance(ours, tuple) else (ours,)
         if names[0] not in ours_expected:
             continue  # e.g. biases of a bias-free model
@@ -270,7 +270,7 @@ def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
     keys = GPT2_KEYS if arch == "gpt2" else LLAMA_KEYS
     ours = model.state_dict()
     out: dict[str, Tensor] = {}
-    for hf_key, names in expand_keys(keys, model.config.n_layer):
+    for hf_key, names in expand_keys(keys, model.config.n_layers):
         names = names if isinstance(names, tuple) else (names,)
         if names[0] not in ours or (hf_key == "lm_head.weight" and model.config.tie_embeddings):
             continue

@@ -4,7 +4,7 @@ Read top to bottom, this is the whole of a decoder-only language model (GPT-2, L
 
 1. look up an embedding vector per token; GPT-2 adds a learned vector per position, Llama
    instead rotates queries and keys inside attention (RoPE);
-2. ``n_layer`` blocks of causal self-attention and a feed-forward network, each wrapped as
+2. ``n_layers`` blocks of causal self-attention and a feed-forward network, each wrapped as
    ``x = x + sublayer(norm(x))`` (``glassformer.nn.blocks``), then a final norm;
 3. a linear map back to vocabulary logits, usually sharing the embedding matrix (tied).
 
@@ -44,17 +44,17 @@ class GPT(ModelBase):
             raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}")
         super().__init__(config)
         c = config
-        self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # token embeddings
-        self.wpe = LearnedPositionalEmbedding(c.block_size, c.n_embd) if c.pos_encoding == "learned" else None
+        self.wte = nn.Embedding(c.vocab_size, c.dim)  # token embeddings
+        self.wpe = LearnedPositionalEmbedding(c.max_seq_len, c.dim) if c.pos_encoding == "learned" else None
         self.rotary = RotaryEmbedding(c.head_size, c.rope_theta) if c.pos_encoding == "rope" else None
         self.drop = nn.Dropout(c.dropout)
         self.stack = TransformerStack(
-            c.n_layer, c.n_embd, c.n_head,
-            n_kv_heads=c.kv_heads, head_dim=c.head_size, ffn_hidden=c.ffn_size, activation=c.activation,
+            c.n_layers, c.dim, c.n_heads,
+            n_kv_heads=c.kv_heads, head_dim=c.head_size, ffn_dim=c.ffn_size, activation=c.activation,
             norm=c.norm, norm_eps=c.norm_eps, norm_position="pre", bias=c.bias,
             dropout=c.dropout, attn_dropout=c.dropout, backend=c.attn_backend,
         )  # fmt: skip
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         if c.tie_embeddings:
             # One matrix both reads tokens in and scores them out (Press & Wolf 2017): fewer
             # parameters and, for small models, a better loss.
@@ -63,7 +63,7 @@ class GPT(ModelBase):
 
     def reset_parameters(self) -> None:
         """GPT-2's initialisation: N(0, 0.02) everywhere, zero biases, and the two projections that
-        write into the residual stream (attention output, FFN down) scaled by ``1/sqrt(2 * n_layer)``
+        write into the residual stream (attention output, FFN down) scaled by ``1/sqrt(2 * n_layers)``
         so the residual's variance does not grow with depth (each block adds two branches)."""
         std = self.config.init_std
         for module in self.modules():
@@ -75,7 +75,7 @@ class GPT(ModelBase):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
         if self.wpe is not None:
             nn.init.normal_(self.wpe.weight, mean=0.0, std=std)
-        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
         for layer in self.stack.layers:
             nn.init.normal_(layer.attn.o_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(layer.ffn.down.weight, mean=0.0, std=residual_std)
@@ -112,7 +112,7 @@ class GPT(ModelBase):
     @property
     def max_seq_len(self) -> int:
         """The longest sequence (cached plus new tokens) the model accepts."""
-        return self.config.block_size
+        return self.config.max_seq_len
 
     def new_cache(
         self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
@@ -124,11 +124,11 @@ class GPT(ModelBase):
             raise ValueError(f"unknown cache kind {kind!r}; expected 'dynamic' or 'static'")
         max_len = self.max_seq_len if max_len is None else max_len
         if not 0 < max_len <= self.max_seq_len:
-            raise ValueError(f"static cache max_len={max_len} must be in [1, block_size={self.max_seq_len}]")
+            raise ValueError(f"static cache max_len={max_len} must be in [1, max_seq_len={self.max_seq_len}]")
         weight = self.wte.weight
         c = self.config
         return StaticCache(
-            c.n_layer, batch_size, c.kv_heads, max_len, c.head_size, dtype=weight.dtype, device=weight.device
+            c.n_layers, batch_size, c.kv_heads, max_len, c.head_size, dtype=weight.dtype, device=weight.device
         )
 
     def forward(
@@ -157,7 +157,7 @@ class GPT(ModelBase):
         if past + t > self.max_seq_len:
             raise ValueError(
                 f"sequence of {past + t} tokens ({past} cached + {t} new) is longer than the model's "
-                f"context of block_size={self.max_seq_len}; truncate the prompt or use a model with a "
+                f"context of max_seq_len={self.max_seq_len}; truncate the prompt or use a model with a "
                 "longer context"
             )
         if attention_mask is not None and attention_mask.shape != (b, past + t):
