@@ -30,7 +30,10 @@ pass the float32 limit; ``bytes_read_per_token`` and ``fraction_of_bandwidth_byt
 that honestly.
 
 Run: ``.venv/bin/python bench/gpt_generate.py`` (a few minutes on 2 cores; ``--quick`` for a smoke
-run). Results go to ``bench/results/gpt_generate.json`` with ``glassformer.utils.machine.describe()``.
+run). Results go to ``bench/results/gpt_generate.json`` with ``glassformer.utils.machine.describe()``,
+``kernel_isa`` (the instruction-set path the C kernels were compiled for, ``glassformer.kernels.isa()``;
+``GLASSFORMER_KERNEL_ISA`` picks it) and ``shortlist_int8_dot`` (whether the shortlist head scored
+with int8 x int8 dot products, which only the ``avx512_vnni`` path has).
 The machine's load average is recorded too: other processes on the same cores make every
 timing slower, and the alternation keeps the comparison fair but not the absolute numbers.
 **Threads.** The headline runs both libraries with PyTorch's default thread count (all cores,
@@ -60,6 +63,7 @@ import torch  # noqa: E402
 
 from glassformer import kernels  # noqa: E402
 from glassformer.generate import GenerationConfig, generate  # noqa: E402
+from glassformer.generate.shortlist import shortlist_head  # noqa: E402
 from glassformer.kernels.linear import huge_page_empty  # noqa: E402
 from glassformer.utils.config import write_text_atomic  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
@@ -217,7 +221,8 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     result: dict = {"machine_before": describe(), "new_tokens": n_new, "rounds": rounds, "threads": args.threads,
                     "command": " ".join(["python", *sys.argv]),
-                    "kernels": {"available": kernels.available(), "why_not": kernels.unavailable_reason()}}  # fmt: skip
+                    "kernels": {"available": kernels.available(), "why_not": kernels.unavailable_reason()},
+                    "kernel_isa": kernels.isa()}  # fmt: skip
 
     bandwidth = {n: measure_bandwidth(n) for n in sorted({1, args.threads})}
     for n, bw in bandwidth.items():
@@ -254,7 +259,9 @@ def gpt2_rows(bandwidth: dict[int, dict[str, float]], n_new: int, rounds: int, t
         same_tokens(main_row[name]["tokens"], main_row["transformers"]["tokens"], f"batch 1 ({name})")
     tps = {k: n_new / v["seconds"] for k, v in main_row.items()}
     result = batch1_figures(tps, bandwidth[threads], nbytes, read)
+    head = shortlist_head(ours)  # the one greedy decoding just used; None: no shortlist
     result.update(weight_bytes=nbytes, bytes_read_per_token=read,
+                  shortlist_int8_dot=None if head is None else head.dot_int8,
                   main_seconds={k: v["all_seconds"] for k, v in main_row.items()})  # fmt: skip
     print(describe_row(f"batch 1, {threads} threads", result))
 

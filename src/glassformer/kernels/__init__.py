@@ -3,7 +3,7 @@
 Optional by design: when they cannot be compiled, everything runs on PyTorch alone.
 """
 
-from glassformer.kernels.build import unavailable_reason
+from glassformer.kernels.build import ISAS, isa, unavailable_reason
 from glassformer.kernels.linear import (
     FastLinear,
     available,
@@ -14,8 +14,10 @@ from glassformer.kernels.linear import (
 )
 
 __all__ = [
+    "ISAS",
     "FastLinear",
     "available",
+    "isa",
     "pack_weight",
     "packed_linear",
     "unavailable_reason",

@@ -8,7 +8,10 @@
  * used for every row of x (up to 8 at a time), and there is no horizontal sum at the end.
  *
  * Written with GCC vector extensions rather than intrinsics so the compiler picks the widest
- * instructions the machine has (-march=native): AVX-512, or two AVX2 halves.
+ * instructions the target has (-march=native by default, or the path build.py is told to use):
+ * AVX-512, two AVX2 halves, or four SSE quarters. The summation order is fixed by the code, not
+ * by the vector width and build.py turns off fused multiply-adds, so every path computes the
+ * same float32 sums; gf_isa says which path a library is.
  * Threads: OpenMP over tiles; loaded after PyTorch, this shares PyTorch's OpenMP runtime, so
  * torch.set_num_threads governs it too.
  */
@@ -225,6 +228,20 @@ int64_t gf_shortlist(const float* score, const float* bias, const double* margin
 #endif
 
 int gf_has_vnni(void) { return GF_VNNI; }
+
+/* The instruction-set path this library was compiled for, from the compiler's own macros (so
+ * -march=native reports what it turned into); names as in build.py's ISAS. */
+const char* gf_isa(void) {
+#if GF_VNNI
+    return "avx512_vnni";
+#elif defined(__AVX512F__)
+    return "avx512";
+#elif defined(__AVX2__)
+    return "avx2";
+#else
+    return "generic";
+#endif
+}
 
 void gf_linear_q8x8(const uint8_t* xq, const int8_t* packed4, const int32_t* rowsum, const float* scale,
                     float xscale, float* y, int64_t G, int64_t O) {
