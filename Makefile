@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) -P bench/attention.py
 	$(PY) -P bench/tokenizers.py
 	$(PY) -P bench/train_overhead.py
+	$(PY) -P bench/train_precision.py
 	$(PY) -P bench/gpt_generate.py
 	$(PY) -P bench/bert_sst2.py --fast-tokenizer
 	$(PY) -P bench/gpt_train.py

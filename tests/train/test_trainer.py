@@ -173,9 +173,9 @@ def test_gradient_checkpointing_is_switched_on_and_changes_nothing(tmp_path: Pat
         torch.testing.assert_close(a[k], b[k], atol=1e-7, rtol=0, msg=k)
 
 
-def test_bf16_on_cpu_warns_and_trains_in_fp32(tmp_path: Path) -> None:
+def test_fp16_on_cpu_warns_and_trains_in_fp32(tmp_path: Path) -> None:  # bf16 on a CPU: test_precision.py
     with pytest.warns(UserWarning, match="fp32"):
-        summary = Trainer(build(), config(tmp_path, max_steps=1, precision="bf16"), make_dataset(16)).fit()
+        summary = Trainer(build(), config(tmp_path, max_steps=1, precision="fp16"), make_dataset(16)).fit()
     assert summary.precision == "fp32"
 
 

@@ -30,7 +30,10 @@ class TrainConfig(ConfigMixin):
     seed: int = 1337  # seeds python, numpy and torch at the start of a fresh run (plus the rank)
     deterministic: bool = False  # torch.use_deterministic_algorithms; slower on CUDA
     device: str = "auto"  # auto = cuda when available, else cpu; or "cpu", "cuda", "cuda:1", "mps"
-    precision: Precision = "auto"  # auto = bf16 on a CUDA device that supports it, else fp32
+    # Autocast only (weights stay fp32). auto = bf16 on a CUDA device that supports it and on a CPU with
+    # native bf16 (AMX / AVX-512 BF16; GLASSFORMER_CPU_BF16=0|1 overrides the detection), else fp32;
+    # bf16 = bf16 on CUDA and any CPU (warns where the CPU emulates it); fp16 = CUDA only, else fp32
+    precision: Precision = "auto"
     compile: bool = False  # torch.compile the model (pays a compile time once)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 

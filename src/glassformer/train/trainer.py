@@ -8,7 +8,7 @@ means) belongs to the family.
 One optimizer step, in order:
 
 1. set the learning rate of the step (``schedules.make_schedule``: a pure function of the step);
-2. ``grad_accum_steps`` micro-batches: forward under autocast (CUDA only), ``loss / k`` backward;
+2. ``grad_accum_steps`` micro-batches: forward under autocast (``resolve_precision``), ``loss / k`` backward;
    under DDP the gradient all-reduce runs only on the last micro-batch (``no_sync``);
 3. one small all-reduce carries the loss, a non-finite flag and a stop request, so every process
    agrees on stopping at the same step. A non-finite loss stops the run before the weights
@@ -56,6 +56,7 @@ from glassformer.train.ema import EMA
 from glassformer.train.optim import build_optimizer
 from glassformer.train.report import RunReport, TrainSummary, plot_curves
 from glassformer.train.schedules import make_schedule
+from glassformer.utils.machine import Bf16Support, cpu_bf16
 
 # TrainConfig fields a resumed run may change without leaving the path of the original run.
 RESUME_FREE_FIELDS = frozenset({
@@ -104,20 +105,37 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """The precision a run really uses: autocast needs CUDA here."""
-    if device.type != "cuda":
-        if requested in ("bf16", "fp16"):
+def resolve_precision(requested: str, device: torch.device, cpu: Bf16Support | None = None) -> str:
+    """The precision a run really uses; ``cpu`` is the CPU's bf16 support (detected when None).
+
+    CUDA: ``auto`` is bf16 where the GPU supports it, else fp32. CPU: ``auto`` is bf16 only where
+    the CPU computes bf16 natively (AMX or AVX-512 BF16), because elsewhere bf16 matmuls are
+    emulated and far slower than fp32; an explicit ``bf16`` is honoured everywhere, with a warning
+    where it will be slow. fp16 on a CPU, and bf16/fp16 on other devices, fall back to fp32.
+    Autocast only: the weights, gradients and optimizer state stay fp32 in every case.
+    """
+    if device.type == "cuda":
+        if requested == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return requested
+    if device.type == "cpu" and requested in ("auto", "bf16"):
+        support = cpu if cpu is not None else cpu_bf16()
+        if requested == "auto":
+            return "bf16" if support.native else "fp32"
+        if not support.native:  # a warning per fit; Python's default filter shows it once per process
             warnings.warn(
-                f"precision={requested} on {device.type}: training in fp32 instead. Autocast is used only on "
-                f"CUDA; on a CPU without native {requested} matrix units, {requested} matmuls are emulated and "
-                "can run hundreds of times slower than fp32, with no accuracy gain.",
+                f"precision=bf16 on a CPU without native bf16 ({support.reason}): bf16 matmuls are emulated "
+                "there and can run hundreds of times slower than fp32. Use precision=fp32 (or auto) here.",
                 stacklevel=3,
             )
-        return "fp32"
-    if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return requested
+        return "bf16"
+    if requested in ("bf16", "fp16"):
+        warnings.warn(
+            f"precision={requested} on {device.type}: training in fp32 instead. fp16 autocast is used only on "
+            "CUDA and bf16 autocast on CUDA and CPUs (fast on CPUs with AMX or AVX-512 BF16).",
+            stacklevel=3,
+        )
+    return "fp32"
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
@@ -392,8 +410,11 @@ class _Loop:
         self.last_checkpoint: Path | None = ckpt.latest_checkpoint(ckpt_root) if info.is_main else None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda" and self.precision in ("bf16", "fp16"):
-            return torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        """Matmuls in the resolved half precision, weights untouched (``resolve_precision`` chose a
+        device that supports it); fp32 runs without autocast."""
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------
