@@ -41,7 +41,7 @@ ISA_ENV = "GLASSFORMER_KERNEL_ISA"
 _AVX2 = [("-mavx2", "avx2"), ("-mfma", "fma")]
 _AVX512 = [*_AVX2, ("-mavx512f", "avx512f"), ("-mavx512bw", "avx512bw"), ("-mavx512dq", "avx512dq"),
            ("-mavx512vl", "avx512vl")]  # fmt: skip
-# each path: (compiler flag, the /proc/cpuinfo flag a CPU needs to run what that flag allows)
+# each path: (compiler flag, the /proc/cpuinfo flag a CPU needs to run what that flag allows; "" none)
 ISAS: dict[str, list[tuple[str, str]]] = {
     "native": [("-march=native", "")],  # whatever this CPU has: the default and the fastest
     "generic": [],  # the compiler's baseline (SSE2 on x86-64): the plain C fallbacks of linear.c
