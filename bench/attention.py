@@ -36,11 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from glassformer.nn.attention import attention
 from glassformer.utils.config import write_text_atomic
 from glassformer.utils.machine import describe
+from glassformer.utils.progress import track
 
 METHODS = ("eager", "sdpa", "flash")
 ANCHOR = "sdpa"
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs: dict[int, tuple[torch.Tensor, ...]] = {}
     reference: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        for t, method in tqdm(cases, desc="attention", unit="case"):
+        for t, method in track(cases, desc="attention", unit="case"):
             if t not in inputs:
                 g = torch.Generator(device=device).manual_seed(t)
                 shape = (args.batch, args.heads, t, args.head_dim)

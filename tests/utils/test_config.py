@@ -59,3 +59,18 @@ def test_json_and_yaml_round_trip(tmp_path) -> None:
 def test_missing_file_is_named(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         Toy.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_unknown_keys_suggest_the_meant_one_on_every_path() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'stpes' \(did you mean 'steps'\?\) for Toy; valid keys"):
+        Toy().with_overrides(["stpes=3"])
+    with pytest.raises(ConfigError, match=r"^c\.yaml: unknown keys 'colour', 'nmae' \(did you mean 'name'\?\) for Toy"):
+        Toy.from_dict({"nmae": "x", "colour": "red"}, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"unknown key 'betaz' \(did you mean 'betas'\?\)"):
+        Toy().replace(betaz=(0.8, 0.9))
+
+
+def test_no_suggestion_when_nothing_is_close() -> None:
+    with pytest.raises(ConfigError) as err:
+        Toy().with_overrides(["colour=red"])
+    assert "did you mean" not in str(err.value) and "valid keys" in str(err.value)

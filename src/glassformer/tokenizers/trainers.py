@@ -26,11 +26,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import regex
-from tqdm.auto import tqdm
-
 from glassformer.tokenizers.bpe import ByteLevelBPE
 from glassformer.tokenizers.pretokenize import PreTokenizer, bytes_to_token
 from glassformer.tokenizers.wordpiece import BERT_SPECIAL_TOKENS, BertNormalizer, WordPiece, split_words
+from glassformer.utils.progress import Progress
 
 Pair = tuple[int, int]
 
@@ -45,7 +44,7 @@ def count_words(
     special_re = (regex.compile("|".join(map(regex.escape, sorted(special_tokens, key=len, reverse=True))))
                   if special_tokens else None)
     counts: Counter[str] = Counter()
-    with tqdm(desc="counting words", unit="char", unit_scale=True, disable=not show_progress) as bar:
+    with Progress(desc="counting words", unit="char", unit_scale=True, enabled=show_progress) as bar:
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"training texts must be strings, got {type(text).__name__}")
@@ -134,7 +133,7 @@ def train_bpe(
     target = vocab_size - len(special_tokens)
     heap = [(-count, pair) for pair, count in index.counts.items()]
     heapq.heapify(heap)
-    with tqdm(total=target - 256, desc="learning merges", unit="merge", disable=not show_progress) as bar:
+    with Progress(target - 256, desc="learning merges", unit="merge", enabled=show_progress) as bar:
         while len(token_bytes) < target and heap:
             negative, pair = heapq.heappop(heap)
             count = index.counts.get(pair, 0)
@@ -227,8 +226,7 @@ def train_wordpiece(
 
     heap = [entry(p) for p, c in index.counts.items() if c >= min_frequency]
     heapq.heapify(heap)
-    with tqdm(total=vocab_size - len(tokens), desc="learning pieces", unit="piece",
-              disable=not show_progress) as bar:
+    with Progress(vocab_size - len(tokens), desc="learning pieces", unit="piece", enabled=show_progress) as bar:
         while len(tokens) < vocab_size and heap:
             negative, _, _, pair = heapq.heappop(heap)
             # Every change to a pair's score pushes a fresh entry, so an entry whose score is

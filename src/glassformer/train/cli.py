@@ -11,7 +11,8 @@
   ``model:`` (model config fields) and ``data:`` (options for the family's data builder) mappings.
 - ``key=value`` overrides the file: ``lr=1e-3`` sets a ``TrainConfig`` field, ``model.n_layers=4``
   a model field, ``data.block_size=256`` a data option. Unknown keys are errors that list the
-  valid ones.
+  valid ones and guess the meant one; a model field given as a training key (or the reverse) is
+  named with the spelling that works.
 - ``--data NAME`` picks another registered data builder; ``--data example`` trains on the preset's
   random example batches (a smoke test and throughput probe).
 - ``--resume`` continues from the newest complete checkpoint in ``out_dir``;
@@ -32,6 +33,9 @@ from typing import Any
 import yaml
 
 from glassformer.utils.config import ConfigError
+from glassformer.utils.suggest import did_you_mean
+
+SECTIONS = ("model", "data")  # the dotted override prefixes: model.KEY=..., data.KEY=...
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -79,9 +83,29 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str], dict[str, 
             model.append(f"{key[len('model.'):]}={value}")
         elif key.startswith("data."):
             data[key[len("data."):]] = yaml.safe_load(value)
+        elif "." in key:  # no TrainConfig field has a dot: a mistyped section
+            section = key.split(".", 1)[0]
+            raise ConfigError(f"override {item!r}: unknown section {section!r}{did_you_mean(section, SECTIONS)}; "
+                              "write model.KEY=VALUE, data.KEY=VALUE or a TrainConfig KEY=VALUE")
         else:
             train.append(item)
     return train, model, data
+
+
+def _check_placement(train_keys: list[str], model_keys: list[str], train_fields: list[str], model_config: Any) -> None:
+    """A model field given as a training key (or the reverse) is named with the spelling that works.
+
+    Without this, ``n_layers=4`` would only list TrainConfig's fields, none of which is meant.
+    """
+    model_fields, owner = model_config.valid_keys(), type(model_config).__name__
+    for key in train_keys:
+        if key not in train_fields and key in model_fields:
+            raise ConfigError(f"{key!r} is a field of the model config ({owner}), not of TrainConfig: write "
+                              f"model.{key}=VALUE (in a YAML file: under model:)")
+    for key in model_keys:
+        if key not in model_fields and key in train_fields:
+            raise ConfigError(f"model.{key}: {key!r} is a TrainConfig field, not one of {owner}: write "
+                              f"{key}=VALUE (in a YAML file: at the top level)")
 
 
 def _read_yaml(path: Path | None) -> dict[str, Any]:
@@ -130,12 +154,14 @@ def run(args: argparse.Namespace) -> int:
     model_section = file_values.pop("model", {}) or {}
     data_section = file_values.pop("data", {}) or {}
     train_over, model_over, data_over = _split_overrides(args.overrides)
+    model_config = preset.make_config()
+    _check_placement([*file_values, *(o.split("=", 1)[0] for o in train_over)],
+                     [*model_section, *(o.split("=", 1)[0] for o in model_over)], TrainConfig.valid_keys(), model_config)
     source = str(args.config) if args.config else "config"
     train_config = TrainConfig.from_dict(file_values, source=source).with_overrides(train_over)
     if "out_dir" not in file_values and not any(o.startswith("out_dir=") for o in train_over):
         train_config = train_config.replace(out_dir=str(Path("out") / preset.name))
 
-    model_config = preset.make_config()
     if model_section:
         model_config = model_config.replace(**model_section)
     if model_over:

@@ -1,4 +1,5 @@
-"""What a person sees of a run: progress bar, JSONL log, TensorBoard, curve picture, summary.
+"""What a person sees of a run: progress (a bar on a terminal, plain lines in a log), JSONL log,
+TensorBoard, curve picture, summary.
 
 Only rank 0 reports. ``log.jsonl`` gets one JSON object per logged step
 (``{"kind": "train", "step", "loss", "lr", "grad_norm", "tok_per_s" or "samples_per_s", ...}``)
@@ -16,9 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from glassformer.utils.config import write_text_atomic
+from glassformer.utils.progress import Progress, si, write
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -41,7 +41,7 @@ class RunReport:
                  start_step: int, max_steps: int) -> None:
         self.enabled = enabled
         self.log_path = out_dir / "log.jsonl"
-        self._bar = None
+        self._bar: Progress | None = None
         self._tb = None
         if not enabled:
             return
@@ -50,7 +50,7 @@ class RunReport:
         write_text_atomic(self.log_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.log_path.open("a", encoding="utf-8")
         if progress:
-            self._bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+            self._bar = Progress(max_steps, initial=start_step, desc="train", unit="step")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -74,8 +74,8 @@ class RunReport:
             post = {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}"}
             for unit in ("tok_per_s", "samples_per_s"):
                 if unit in values:
-                    post[unit.replace("_per_s", "/s")] = _si(values[unit])
-            self._bar.set_postfix(post, refresh=False)
+                    post[unit.replace("_per_s", "/s")] = si(values[unit])
+            self._bar.set_postfix(post)
 
     def advance(self, steps: int = 1) -> None:
         if self._bar is not None:
@@ -84,7 +84,7 @@ class RunReport:
     def say(self, message: str) -> None:
         """Print a line without breaking the progress bar (rank 0 only)."""
         if self.enabled:
-            tqdm.write(message)
+            write(message)
 
     def close(self) -> None:
         if not self.enabled or self._file.closed:
@@ -94,13 +94,6 @@ class RunReport:
         if self._tb is not None:
             self._tb.close()
         self._file.close()
-
-
-def _si(value: float) -> str:
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= limit:
-            return f"{value / limit:.1f}{suffix}"
-    return f"{value:.1f}"
 
 
 def plot_curves(log_path: Path, png_path: Path, title: str = "") -> Path | None:
@@ -174,8 +167,8 @@ class TrainSummary:
         lines = [
             f"glassformer train: {self.stop_reason} at step {self.step}/{self.max_steps}",
             f"  model        {self.parameters / 1e6:.2f}M parameters on {self.world_size} x {self.device} ({self.precision})",
-            f"  time         {int(minutes)}m{seconds:04.1f}s, {_si(self.throughput)} {self.unit}/s, "
-            f"{_si(self.seen)} {self.unit} seen",
+            f"  time         {int(minutes)}m{seconds:04.1f}s, {si(self.throughput)} {self.unit}/s, "
+            f"{si(self.seen)} {self.unit} seen",
         ]
         if self.final_loss is not None:
             lines.append(f"  train loss   {self.final_loss:.4f} (last logged)")

@@ -1,8 +1,8 @@
 """Dataclass configs that save as JSON, load from YAML and take ``key=value`` overrides.
 
 Every config in glassformer (model configs, ``TrainConfig``) is a plain dataclass that inherits
-``ConfigMixin``. Unknown keys are always an error that lists the valid ones, because a silently
-ignored typo (``lerning_rate=1e-3``) costs a whole training run.
+``ConfigMixin``. Unknown keys are always an error that lists the valid ones and guesses the meant
+one (``max_stpes`` -> ``max_steps``), because a silently ignored typo costs a whole training run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, Self, get_args, get_origin
 
 import yaml
 
+from glassformer.utils.suggest import did_you_mean
+
 
 class ConfigError(ValueError):
     """A config field is unknown, has the wrong type or an invalid value."""
@@ -26,6 +28,12 @@ class ConfigError(ValueError):
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def unknown_keys_message(unknown: list[str], valid: list[str], owner: str) -> str:
+    """``unknown key 'max_stpes' (did you mean 'max_steps'?) for TrainConfig; valid keys: [...]``."""
+    named = ", ".join(f"{key!r}{did_you_mean(key, valid)}" for key in unknown)
+    return f"unknown key{'s' if len(unknown) > 1 else ''} {named} for {owner}; valid keys: {sorted(valid)}"
 
 
 def _parse_scalar(text: str, annotation: Any, key: str) -> Any:
@@ -80,9 +88,7 @@ class ConfigMixin:
         valid = _field_types(cls)
         unknown = sorted(set(data) - set(valid))
         if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(valid)}"
-            )
+            raise ConfigError(f"{source}: {unknown_keys_message(unknown, list(valid), cls.__name__)}")
         values = {}
         for key, value in data.items():
             if isinstance(value, list) and get_origin(valid[key]) is tuple:
@@ -94,9 +100,7 @@ class ConfigMixin:
         """A copy with some fields changed (``__post_init__`` checks run again)."""
         unknown = sorted(set(changes) - set(_field_types(type(self))))
         if unknown:
-            raise ConfigError(
-                f"unknown key(s) {unknown} for {type(self).__name__}; valid keys: {self.valid_keys()}"
-            )
+            raise ConfigError(unknown_keys_message(unknown, self.valid_keys(), type(self).__name__))
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def with_overrides(self, overrides: list[str]) -> Self:
@@ -109,9 +113,7 @@ class ConfigMixin:
             key, text = item.split("=", 1)
             key = key.strip()
             if key not in types_:
-                raise ConfigError(
-                    f"unknown key {key!r} for {type(self).__name__}; valid keys: {sorted(types_)}"
-                )
+                raise ConfigError(unknown_keys_message([key], list(types_), type(self).__name__))
             changes[key] = _parse_scalar(text.strip(), types_[key], key)
         return self.replace(**changes)
 
