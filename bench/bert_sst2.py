@@ -105,7 +105,7 @@ def _settings(args: argparse.Namespace, name: str, **changes) -> FinetuneSetting
 
 
 def stage_minilm(args: argparse.Namespace) -> dict:
-    from glassformer.models.bert.hf import resolve
+    from glassformer.utils.weights import resolve
     from glassformer.models.bert.text import load_vocab_tokenizer
 
     train, val, test = load_sst2(args.data, args.val_size, args.seed)

@@ -1,8 +1,8 @@
 """The ``glassformer`` command line: a thin layer over library calls.
 
-Each verb lives beside the code it drives, in a module with a ``register(subparsers)`` function
-(for example ``glassformer.tokenizers.cli``). This file only lists those modules, so the help
-shows exactly the verbs that exist.
+Each verb lives beside the code it drives, in a module with a ``register(add_parser)`` function
+(for example ``glassformer.tokenizers.cli``). This file lists the shared modules and takes each
+family's from its ``Family`` record, so the help shows exactly the verbs that exist.
 """
 
 from __future__ import annotations
@@ -11,17 +11,24 @@ import argparse
 import importlib
 import sys
 
-# Modules that add verbs, in the order the help lists them.
+# Modules that add the verbs every family shares, in the order the help lists them; each family's
+# own verbs come after, from the ``cli`` of its ``Family`` record.
 COMMAND_MODULES: tuple[str, ...] = (
     "glassformer.registry_cli",
     "glassformer.tokenizers.cli",
     "glassformer.data.cli",
     "glassformer.train.cli",
     "glassformer.generate.cli",
-    "glassformer.models.bert.cli",
     "glassformer.viz.cli",
     "glassformer.demo",
 )
+
+
+def command_modules() -> list[str]:
+    """The shared verbs' modules, then the families' (``Family.cli``)."""
+    from glassformer.registry import families
+
+    return [*COMMAND_MODULES, *(f.cli for f in families().values() if f.cli)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,14 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The transformer family from scratch in PyTorch: train, load, generate, look inside.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name or (err.name and name.startswith(err.name + ".")):
-                continue  # that part of glassformer is not built yet
-            raise
-        module.register(sub)
+    for name in command_modules():
+        importlib.import_module(name).register(sub.add_parser)
     return parser
 
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError, TypeError, KeyError) as err:
-        print(f"glassformer {args.command}: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError quotes its text
+        print(f"glassformer {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(result or 0)
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from glassformer.utils.commands import AddParser
 
 STRATEGIES: dict[str, dict[str, object]] = {
     "greedy": {"strategy": "greedy"},
@@ -28,8 +29,8 @@ STRATEGIES: dict[str, dict[str, object]] = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the tour: train a small GPT, sample with every strategy, draw attention")
+def register(add_parser: AddParser) -> None:
+    p = add_parser("demo", help="the tour: train a small GPT, sample with every strategy, draw attention")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000, about 2 minutes)")
     p.add_argument("--preset", default="shakespeare-char-rope", help="GPT preset to train")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from glassformer.utils.commands import AddParser
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("presets", help="list the model presets (each has a -tiny twin)")
+def register(add_parser: AddParser) -> None:
+    p = add_parser("presets", help="list the model presets (each has a -tiny twin)")
     p.set_defaults(func=run)
 
 

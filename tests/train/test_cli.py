@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from glassformer import registry
 from glassformer.cli import main
-from glassformer.train import data as train_data
 
 from .tiny import TinyConfig, TinyLM, make_dataset
 
@@ -17,24 +17,25 @@ PRESET = "engine-test-tiny"
 
 
 @pytest.fixture
-def preset(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A preset and a data builder registered for this test only."""
-    registry.presets()  # load the real families first, so they cannot collide later
+def preset() -> Iterator[dict]:
+    """A family (one preset and its data builder) registered for this test only."""
     calls: dict = {}
 
-    def builder(train_config, model_config, args):
-        calls.update(options=dict(args.data_options), dim=model_config.dim, lr=train_config.lr)
-        n = int(args.data_options.get("n", 32))
+    def builder(train_config, model_config, request):
+        calls.update(options=dict(request.options), dim=model_config.dim, lr=train_config.lr)
+        n = int(request.options.get("n", 32))
         return make_dataset(n), make_dataset(16, seed=1)
 
     def example_batch(config: TinyConfig) -> dict:
         return {k: v[None] for k, v in make_dataset(1)[0].items()}
 
-    monkeypatch.setitem(registry._PRESETS, PRESET, registry.Preset(
-        PRESET, "engine-test", TinyConfig, TinyLM, example_batch, "a preset for the training-engine tests"))
-    monkeypatch.setitem(train_data._BUILDERS, "engine-test", builder)
-    monkeypatch.setitem(train_data._DEFAULT_PRESETS, "engine-test", PRESET)
-    return calls
+    registry.register(registry.Family(
+        name="engine-test", model=TinyLM, config=TinyConfig,
+        presets={"engine-test": (TinyConfig, "a preset for the training-engine tests")}, tiny=lambda c: c,
+        example_batch=example_batch, data={"engine-test": builder}, default_preset=PRESET,
+    ))
+    yield calls
+    registry.unregister("engine-test")
 
 
 def test_train_verb_with_yaml_overrides_and_resume(tmp_path: Path, preset: dict) -> None:

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tiny  # noqa: E402
 
-from glassformer.models.base import save_state_dict  # noqa: E402
+from glassformer.utils.weights import save_model_weights  # noqa: E402
 from glassformer.train import TrainConfig, Trainer  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main() -> int:
     summary = Trainer(model, config, data, tiny.make_dataset(n=16, seed=1)).fit(resume=args.resume)
     if args.dump_weights:
         rank = int(os.environ.get("RANK", "0"))
-        save_state_dict(model, __import__("pathlib").Path(args.dump_weights.format(rank=rank)))
+        save_model_weights(model, __import__("pathlib").Path(args.dump_weights.format(rank=rank)))
     if summary.stop_reason.startswith("signal:"):
         return 128 + int(signal.Signals[summary.stop_reason.split(":")[1]])
     return 0

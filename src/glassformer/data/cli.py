@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from glassformer.utils.commands import AddParser
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="prepare token files (train.bin/val.bin) for causal language models")
+def register(add_parser: AddParser) -> None:
+    p = add_parser("data", help="prepare token files (train.bin/val.bin) for causal language models")
     verbs = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     prep = verbs.add_parser(
         "prepare",

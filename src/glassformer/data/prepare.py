@@ -14,13 +14,16 @@ installation carries: the help text of ``pydoc_data.topics`` (about 465,000 char
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from glassformer.data.tokens import TokenData, token_dtype, write_meta, write_tokens
 from glassformer.utils.paths import data_file
+
+if TYPE_CHECKING:
+    from glassformer.registry import DataRequest
 
 TokenizerKind = Literal["char", "bpe"]
 TOKENIZER_KINDS = ("char", "bpe")
@@ -105,8 +108,8 @@ def prepare(
     return TokenData(out)
 
 
-def causal_lm_data(train_config: Any, model_config: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    """The data builder ``glassformer train`` calls for GPT presets.
+def causal_lm_data(train_config: Any, model_config: Any, request: DataRequest) -> tuple[Any, Any]:
+    """The data builder ``glassformer train`` calls for GPT presets (``request.options``: the data options).
 
     Options (``data.KEY=VALUE`` on the command line, or a ``data:`` section in the YAML file):
     ``dir`` (a prepared folder), else ``text`` (a file; default: Tiny Shakespeare or the embedded
@@ -114,7 +117,7 @@ def causal_lm_data(train_config: Any, model_config: Any, args: argparse.Namespac
     model's). Text is prepared into ``<out_dir>/data``. The tokenizer is also saved into
     ``out_dir``, next to ``best/`` and ``checkpoints/``, for generation.
     """
-    options = dict(getattr(args, "data_options", None) or {})
+    options = dict(request.options)
     known = {"dir", "text", "tokenizer", "vocab_size", "block_size", "val_fraction"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -137,12 +140,12 @@ def causal_lm_data(train_config: Any, model_config: Any, args: argparse.Namespac
     return data.batch_fn(train_config.batch_size, block_size), data.batch_fn(train_config.batch_size, block_size)
 
 
-def embedded_lm_data(train_config: Any, model_config: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+def embedded_lm_data(train_config: Any, model_config: Any, request: DataRequest) -> tuple[Any, Any]:
     """:func:`causal_lm_data` defaulting to the embedded corpus (the ``pydoc-char`` preset)."""
-    options = dict(getattr(args, "data_options", None) or {})
+    options = dict(request.options)
     if "dir" not in options:
         options.setdefault("text", "embedded")
-    return causal_lm_data(train_config, model_config, argparse.Namespace(**{**vars(args), "data_options": options}))
+    return causal_lm_data(train_config, model_config, replace(request, options=options))
 
 
 def _prepared(folder: Path, options: dict[str, Any], progress: bool) -> TokenData:

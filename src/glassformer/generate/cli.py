@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from glassformer.generate.config import CACHE_KINDS, STRATEGIES, GenerationConfig
+from glassformer.utils.commands import AddParser
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    gen = subparsers.add_parser(
+def register(add_parser: AddParser) -> None:
+    gen = add_parser(
         "generate",
-        help="continue a prompt with a GPT-family checkpoint",
-        description="Continue --prompt with a model folder (glassformer or Hugging Face GPT-2/Llama) or a "
-        ".gguf file, streaming the text as it comes (beam search prints at the end).",
+        help="continue a prompt with a language model (or translate with an encoder-decoder)",
+        description="Continue --prompt with a model folder (glassformer's, or a Hugging Face one a family reads) "
+        "or a model file (.gguf), streaming the text as it comes (beam search prints at the end).",
     )
     gen.add_argument("checkpoint", help="model folder or .gguf file")
     gen.add_argument("--prompt", required=True, help="the text to continue")
@@ -32,13 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _sampling_args(gen, temperature=1.0, top_p=1.0, max_new_tokens=64)
     gen.set_defaults(func=_generate)
 
-    chat = subparsers.add_parser(
+    chat = add_parser(
         "chat",
-        help="talk with a model in the terminal (default: SmolLM2-135M-Instruct)",
+        help="talk with a model in the terminal (default: the chat model a family offers)",
         description="An interactive chat that streams replies and keeps the history within the model's "
         "context. Commands: /reset /temp X /topk N /topp P /quit.",
     )
-    chat.add_argument("checkpoint", nargs="?", help="model folder or .gguf file (default: SmolLM2-135M-Instruct)")
+    chat.add_argument("checkpoint", nargs="?", help="model folder or .gguf file (default: the chat model a family offers)")
     chat.add_argument("--system", default=None, help="a system message that starts the conversation")
     _sampling_args(chat, temperature=0.7, top_p=0.9, max_new_tokens=256)
     chat.set_defaults(func=_chat)
@@ -112,16 +114,12 @@ def _chat(args: argparse.Namespace) -> int:
     return run_chat(session, sys.stdin, sys.stdout, name=name)
 
 
-def _default_chat_model():
-    try:
-        from glassformer.models.gpt.gguf import load_smollm2
-    except ImportError as err:
-        raise FileNotFoundError(f"no checkpoint given, and the default chat model cannot be loaded: {err}") from None
-    try:
-        model, tokenizer, template = load_smollm2()
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"no checkpoint given, and the default chat model is not available ({err}); "
-            "pass a model folder: glassformer chat CHECKPOINT"
-        ) from None
-    return model, tokenizer, template or None, "SmolLM2-135M-Instruct"
+def _default_chat_model() -> tuple[Any, Any, str | None, str]:
+    """The chat model a family offers when no checkpoint is given (``Family.chat_model``)."""
+    from glassformer.registry import families, import_path
+
+    offers = [f.chat_model for f in families().values() if f.chat_model]
+    if not offers:
+        raise FileNotFoundError("no checkpoint given, and no family offers a default chat model; "
+                                "pass a model folder: glassformer chat CHECKPOINT")
+    return import_path(offers[0])()

@@ -1,14 +1,10 @@
 """Open a checkpoint for generation: the model, its tokenizer and (if any) its chat template.
 
-Three kinds of checkpoint are understood:
-
-* a glassformer model folder (``config.json`` naming its ``family`` + ``model.safetensors``, with
-  the tokenizer saved beside it);
-* a Hugging Face GPT-2 or Llama folder (``config.json`` with ``model_type``);
-* a GGUF file (Llama architecture, e.g. SmolLM2).
-
-Generation needs a decoder-only language model, so a folder of another family (a BERT encoder,
-say) is refused with a message that says so rather than failing inside the decoding loop.
+What can be opened comes from the families' records (``glassformer.registry``): a glassformer model
+folder of a family that generates (``Family.generation``), a Hugging Face folder whose
+``model_type`` such a family reads, or a file in a format a family reads by suffix (GGUF). A
+folder of a family that does not generate (a BERT encoder, say) is refused with a message that
+says so rather than failing inside the decoding loop.
 """
 
 from __future__ import annotations
@@ -21,9 +17,8 @@ from typing import Any
 
 from torch import nn
 
-# Families whose models follow the decoder contract of glassformer.generate.decode.
-DECODER_FAMILIES: tuple[str, ...] = ("gpt",)
-HF_DECODER_TYPES: tuple[str, ...] = ("gpt2", "llama")
+from glassformer import registry
+from glassformer.utils.weights import read_config
 
 
 @dataclass
@@ -36,45 +31,50 @@ class Checkpoint:
     name: str
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Open ``path`` (a glassformer folder, a Hugging Face GPT-2/Llama folder or a .gguf file)."""
-    path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        from glassformer.models.gpt.gguf import load_gguf
+def generating_families() -> dict[str, registry.Family]:
+    return {name: f for name, f in registry.families().items() if f.generation is not None}
 
-        model, tokenizer, template = load_gguf(path)
-        return Checkpoint(model, tokenizer, template or None, path.name)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint folder or .gguf file")
-    if not path.is_dir():
-        raise ValueError(f"{path}: not a model folder or a .gguf file")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no config.json; is {path} a model folder?")
+
+def _hf_types() -> list[str]:
+    return sorted({t for f in generating_families().values() for fmt in f.formats for t in fmt.model_types})
+
+
+def _open_file(path: Path) -> Checkpoint:
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path}, line {err.lineno}: malformed JSON ({err.msg})") from None
-    family = config.get("family")
-    if family is not None:
-        if family not in DECODER_FAMILIES:
-            raise ValueError(
-                f"{path} holds a {family!r} model; generation needs a decoder-only language model "
-                f"(family {', '.join(DECODER_FAMILIES)})"
-            )
-        from glassformer.models import load_model
+        record, fmt = registry.format_for(suffix=path.suffix)
+    except ValueError:
+        raise ValueError(f"{path}: not a model folder or a file format a family reads") from None
+    if fmt.bundle is not None:
+        model, tokenizer, template = registry.import_path(fmt.bundle)(path)
+        return Checkpoint(model.eval(), tokenizer, template or None, path.name)
+    model = registry.import_path(fmt.load)(path)
+    return Checkpoint(model.eval(), _tokenizer(path.parent), _chat_template(path.parent), path.name)
 
-        model = load_model(path)
-    else:
-        model_type = config.get("model_type")
-        if model_type not in HF_DECODER_TYPES:
-            raise ValueError(
-                f"{path} is a Hugging Face {model_type or 'unknown'!s} checkpoint; generation reads decoder-only "
-                f"ones of type {', '.join(HF_DECODER_TYPES)}"
-            )
-        from glassformer.models.gpt.hf import from_pretrained
 
-        model = from_pretrained(path)
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Open ``path``: a model folder (glassformer's or Hugging Face's) or a file such as a .gguf."""
+    from glassformer.models import open_folder
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint folder or model file")
+    if path.is_file():
+        return _open_file(path)
+    config = read_config(path)
+    names = ", ".join(generating_families())
+    if config.kind == "glassformer":
+        record = registry.family(str(config.family))
+        if record.generation is None:
+            raise ValueError(
+                f"{path} holds a {record.name!r} model; generation needs a decoder-only or encoder-decoder "
+                f"model (families {names})"
+            )
+    elif config.model_type not in _hf_types():
+        raise ValueError(
+            f"{path} is a Hugging Face {config.model_type or 'unknown'!s} checkpoint; generation reads decoder-only "
+            f"ones of type {', '.join(_hf_types())}"
+        )
+    model = open_folder(config)
     return Checkpoint(model.eval(), _tokenizer(path), _chat_template(path), path.name)
 
 

@@ -1,48 +1,54 @@
-"""Model families, each assembled from ``glassformer.nn``.
+"""Model families, each one package here declaring a ``FAMILY`` record (see ``glassformer.registry``).
 
-``load_model(folder)`` opens any glassformer model folder: it reads the ``family`` recorded in
-``config.json`` and hands the folder to that family's class, so tools such as the attention
-explainer work on every family without knowing them.
+``load_model(source)`` opens any model: a glassformer folder (``config.json`` naming its ``family``
++ ``model.safetensors``), a Hugging Face folder of an architecture some family reads, a packaged
+model or a hub id. Tools such as the attention explainer work on every family without knowing them.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
-from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-# family name -> "module:Class"
-FAMILIES: dict[str, str] = {
-    "gpt": "glassformer.models.gpt.model:GPT",
-    "bert": "glassformer.models.bert.model:Bert",
-    "transformer": "glassformer.nn.transformer:Transformer",
-}
+from glassformer import registry
+from glassformer.utils.weights import FolderConfig, read_config, resolve
 
 
-def family_class(family: str) -> type[nn.Module]:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known families: {sorted(FAMILIES)}")
-    module, cls = FAMILIES[family].split(":")
-    return getattr(importlib.import_module(module), cls)
+def _check_family(found: str, wanted: str | None, folder: os.PathLike[str] | str) -> None:
+    if wanted is not None and found != wanted:
+        raise ValueError(f"{folder} holds a {found} checkpoint, not a {wanted} one")
 
 
-def read_family(directory: str | os.PathLike[str]) -> str:
-    """The family recorded in a model folder's ``config.json``."""
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json; is {directory} a glassformer model folder?")
-    family = json.loads(path.read_text(encoding="utf-8")).get("family")
-    if not family:
-        raise ValueError(
-            f"{path} names no glassformer family; if it is a Hugging Face folder, load it with the "
-            "family's from_pretrained"
-        )
-    return family
+def open_folder(config: FolderConfig, *, family: str | None = None, map_location: str = "cpu",
+                **overrides: Any) -> nn.Module:
+    """The model of a folder whose ``config.json`` has been read (see :func:`load_model`)."""
+    if config.kind == "glassformer":
+        record = registry.family(str(config.family))
+        _check_family(record.name, family, config.folder)
+        if overrides:
+            raise TypeError(f"{config.folder} is a glassformer folder; its config is fixed (got {sorted(overrides)})")
+        return record.model.from_folder(config, map_location=map_location)  # type: ignore[attr-defined]
+    record, fmt = registry.format_for(model_type=config.model_type)
+    _check_family(record.name, family, config.folder)
+    return registry.import_path(fmt.load)(config.folder, **overrides)
 
 
-def load_model(directory: str | os.PathLike[str], map_location: str = "cpu") -> nn.Module:
-    """Load any glassformer model folder (``config.json`` with ``family`` + ``model.safetensors``)."""
-    return family_class(read_family(directory)).load(directory, map_location=map_location)
+def load_model(source: str | os.PathLike[str], *, family: str | None = None, map_location: str = "cpu",
+               **overrides: Any) -> nn.Module:
+    """Open a model from a folder, a packaged model or a hub id, whichever family it belongs to.
+
+    ``family``: refuse a model of any other family (with a message saying what was found).
+    ``overrides``: config fields for a Hugging Face import (e.g. ``head="sequence"``).
+    """
+    return open_folder(read_config(resolve(source)), family=family, map_location=map_location, **overrides)
+
+
+def read_family(source: str | os.PathLike[str]) -> str:
+    """The family of a model folder: glassformer's ``family`` field, or the family that reads its
+    Hugging Face ``model_type``."""
+    config = read_config(resolve(source))
+    if config.kind == "glassformer":
+        return str(config.family)
+    return registry.format_for(model_type=config.model_type)[0].name

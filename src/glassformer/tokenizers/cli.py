@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import argparse
+from glassformer.utils.commands import AddParser
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("tokenizer", help="train a tokenizer on text files, or encode text with one",
+def register(add_parser: AddParser) -> None:
+    parser = add_parser("tokenizer", help="train a tokenizer on text files, or encode text with one",
                             description="Train a byte-level BPE, WordPiece or character tokenizer, or show "
                                         "how a saved tokenizer cuts a text.")
     verbs = parser.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)

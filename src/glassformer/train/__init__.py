@@ -21,19 +21,19 @@ The whole API::
   ``log.jsonl``, ``curves.png`` and ``summary.json``. A non-finite loss raises
   ``NonFiniteLossError``; a resume that does not fit raises ``CheckpointError``.
 
-For ``glassformer train PRESET``, a family registers how to build its data:
-``register_data("gpt", "glassformer.models.gpt.data:build_train_data", default_preset="gpt2")``
-with a builder ``(train_config, model_config, args) -> (train_data, eval_data)``.
+For ``glassformer train PRESET``, a family declares its data builders in its ``Family`` record
+(``data={"gpt": "glassformer.data.prepare:causal_lm_data"}``): functions
+``(train_config, model_config, request) -> (train_data, eval_data)``, ``request`` being a
+``glassformer.registry.DataRequest`` (the preset and the ``data.KEY=VALUE`` options).
 
 Modules: ``config`` (TrainConfig), ``optim`` (AdamW parameter groups), ``schedules``
-(learning-rate formulas), ``data`` (batch streams, data builders), ``checkpoint`` (atomic, safe
+(learning-rate formulas), ``data`` (batch streams), ``checkpoint`` (atomic, safe
 checkpoints), ``distributed`` (torchrun/DDP), ``ema``, ``report`` (progress, logs, plot,
 summary), ``trainer`` (the loop), ``cli`` (the ``train`` verb). The long form is docs/training.md.
 """
 
 from glassformer.train.checkpoint import CheckpointError, latest_checkpoint
 from glassformer.train.config import TrainConfig
-from glassformer.train.data import register_data
 from glassformer.train.ema import EMA
 from glassformer.train.optim import build_optimizer, param_groups
 from glassformer.train.report import TrainSummary
@@ -52,6 +52,5 @@ __all__ = [
     "latest_checkpoint",
     "make_schedule",
     "param_groups",
-    "register_data",
     "seed_everything",
 ]

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from glassformer.models.base import load_state_dict_file, save_state_dict
+from glassformer.utils.weights import WeightsError, load_into, read_safetensors, save_model_weights
 from glassformer.utils.config import write_text_atomic
 
 FORMAT_VERSION = 1
@@ -137,7 +137,7 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_state_dict(model, tmp / "model.safetensors")
+    save_model_weights(model, tmp / "model.safetensors")
     (tmp / "config.json").write_text(_config_json(model_config, family), encoding="utf-8")
     (tmp / "train_config.json").write_text(json.dumps(train_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if ema_state is not None:
@@ -176,10 +176,12 @@ def load_train_state(folder: str | os.PathLike[str]) -> dict[str, Any]:
 def load_weights(model: nn.Module, folder: str | os.PathLike[str], map_location: str = "cpu") -> None:
     """Load ``model.safetensors`` into ``model`` (safetensors holds tensors only)."""
     path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
     try:
-        load_state_dict_file(model, path, map_location)
-    except SafetensorError as err:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
+        load_into(model, read_safetensors(path, device=map_location), source=str(path))
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def load_ema(folder: str | os.PathLike[str]) -> dict[str, Tensor] | None:
@@ -220,7 +222,7 @@ def save_best(out_dir: Path, *, model: nn.Module, model_config: dict[str, Any], 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_state_dict(model, tmp / "model.safetensors")
+    save_model_weights(model, tmp / "model.safetensors")
     (tmp / "config.json").write_text(_config_json(model_config, family), encoding="utf-8")
     write_text_atomic(tmp / "metrics.json", json.dumps({"step": step, **metrics}, indent=2) + "\n")
     _publish(tmp, final)

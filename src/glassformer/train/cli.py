@@ -5,15 +5,15 @@
     glassformer train PRESET_OR_FAMILY [--config run.yaml] [key=value ...] [--data NAME] [--resume]
     torchrun --nproc_per_node=2 -m glassformer.cli train PRESET ...      # the same run on 2 processes
 
-- ``PRESET_OR_FAMILY``: a name from ``glassformer presets``, or a family that registered a
-  default preset (``register_data(..., default_preset=...)``).
+- ``PRESET_OR_FAMILY``: a name from ``glassformer presets``, or a family whose ``Family`` record
+  names a ``default_preset`` (or another training name, such as ``bert-mlm``).
 - ``--config``: a YAML file whose top-level keys are ``TrainConfig`` fields, plus optional
   ``model:`` (model config fields) and ``data:`` (options for the family's data builder) mappings.
 - ``key=value`` overrides the file: ``lr=1e-3`` sets a ``TrainConfig`` field, ``model.n_layers=4``
   a model field, ``data.block_size=256`` a data option. Unknown keys are errors that list the
   valid ones and guess the meant one; a model field given as a training key (or the reverse) is
   named with the spelling that works.
-- ``--data NAME`` picks another registered data builder; ``--data example`` trains on the preset's
+- ``--data NAME`` picks another of the family's data builders; ``--data example`` trains on the preset's
   random example batches (a smoke test and throughput probe).
 - ``--resume`` continues from the newest complete checkpoint in ``out_dir``;
   ``--resume-from DIR`` from a given checkpoint folder.
@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from glassformer.utils.config import ConfigError
+from glassformer.utils.commands import AddParser
 from glassformer.utils.suggest import did_you_mean
 
 SECTIONS = ("model", "data")  # the dotted override prefixes: model.KEY=..., data.KEY=...
@@ -45,8 +46,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume-from", type=Path, metavar="DIR", help="continue from this checkpoint folder")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def register(add_parser: AddParser) -> None:
+    p = add_parser(
         "train",
         help="train a model preset (checkpoints, exact resume, torchrun DDP, curves)",
         description=(__doc__ or "").replace("``", "`").replace("::", ":"),
@@ -138,17 +139,10 @@ def _resume_command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from glassformer import registry
     from glassformer.train.config import TrainConfig
-    from glassformer.train.data import data_builder, default_preset
     from glassformer.train.trainer import NonFiniteLossError, Trainer, seed_everything
 
     _parse_rest(args)
-    try:
-        preset = registry.get(args.target)
-    except KeyError:
-        fallback = default_preset(args.target)
-        if fallback is None:
-            raise
-        preset = registry.get(fallback)
+    preset = registry.resolve_target(args.target)
 
     file_values = _read_yaml(args.config)
     model_section = file_values.pop("model", {}) or {}
@@ -167,12 +161,11 @@ def run(args: argparse.Namespace) -> int:
     if model_over:
         model_config = model_config.with_overrides(model_over)
 
-    args.preset = preset
-    args.data_options = {**data_section, **data_over}
-    builder = data_builder(args.data, args.data) if args.data else data_builder(preset.name, preset.family)
+    builder = registry.data_builder(preset, args.data)
     seed_everything(train_config.seed)  # a reproducible initialization
     model = preset.build(model_config)
-    train_data, eval_data = builder(train_config, model_config, args)
+    request = registry.DataRequest(preset, {**data_section, **data_over})
+    train_data, eval_data = builder(train_config, model_config, request)
 
     trainer = Trainer(model, train_config, train_data, eval_data, model_config=model_config,
                       resume_hint=_resume_command(args))

@@ -28,15 +28,12 @@ state is a counter, the number of micro-batches this process has drawn (saved in
 Evaluation always reads the same batches (the first ``eval_batches``), so numbers from different
 steps compare.
 
-Families plug their data into ``glassformer train`` through :func:`register_data`: a builder
-``(train_config, model_config, args) -> (train_data, eval_data)`` registered under a preset or
-family name (see ``glassformer.train.cli``).
+Families plug their data into ``glassformer train`` through their ``Family`` record's ``data``
+(``glassformer.registry``); this module knows no family.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -290,66 +287,3 @@ def count_batch(batch: Any) -> tuple[int, str]:
             if isinstance(value, torch.Tensor) and value.dim() > 0:
                 return value.shape[0], "samples"
     return 0, "samples"
-
-
-# --- data builders for `glassformer train` -----------------------------------------------------
-
-DataBuilder = Callable[[TrainConfig, Any, argparse.Namespace], tuple[Any, Any]]
-_BUILDERS: dict[str, DataBuilder | str] = {}
-_DEFAULT_PRESETS: dict[str, str] = {}
-
-
-def register_data(name: str, builder: DataBuilder | str, *, default_preset: str | None = None) -> None:
-    """Register how ``glassformer train NAME`` gets its data.
-
-    ``name`` is a preset name (used for that preset only) or a family name (used for all of the
-    family's presets without their own builder). ``builder`` is a function
-    ``(train_config, model_config, args) -> (train_data, eval_data)`` or its ``"module:function"``
-    path, imported only when a run needs it. ``args`` is the command line's namespace; family
-    options given as ``data.KEY=VALUE`` (or under ``data:`` in the YAML file) arrive as the dict
-    ``args.data_options``. A family that registers ``default_preset`` can be trained by family
-    name: ``glassformer train gpt`` then means ``glassformer train <default_preset>``.
-    """
-    if name in _BUILDERS and _BUILDERS[name] != builder:
-        raise ValueError(f"a data builder is already registered under {name!r}")
-    _BUILDERS[name] = builder
-    if default_preset is not None:
-        _DEFAULT_PRESETS[name] = default_preset
-
-
-def default_preset(family: str) -> str | None:
-    return _DEFAULT_PRESETS.get(family)
-
-
-def data_builder(preset: str, family: str) -> DataBuilder:
-    """The builder registered for ``preset``, else for ``family``."""
-    for name in (preset, family):
-        if name in _BUILDERS:
-            builder = _BUILDERS[name]
-            if isinstance(builder, str):
-                module, _, attr = builder.partition(":")
-                builder = getattr(importlib.import_module(module), attr)
-            return builder
-    raise KeyError(
-        f"no training data is registered for preset {preset!r} or family {family!r}; registered: "
-        f"{sorted(_BUILDERS)}. Use --data example to train on the preset's random example batches"
-    )
-
-
-def example_data(train_config: TrainConfig, model_config: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    """Random batches from the preset's ``example_batch``: a smoke test and a throughput probe.
-
-    Each batch is drawn with the global RNG seeded from the step's generator, so the stream is
-    reproducible and the training RNG is left untouched.
-    """
-    make = args.preset.example_batch
-
-    def get_batch(split: str, step: int, generator: torch.Generator) -> Any:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            return make(model_config)
-
-    return get_batch, get_batch
-
-
-register_data("example", example_data)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from glassformer.utils.commands import AddParser
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def register(add_parser: AddParser) -> None:
+    p = add_parser(
         "attention",
         help="picture what each head attends to: heatmaps (PNG) and a head view (HTML)",
         description="Run a saved model on TEXT and picture its attention: a PNG grid of heatmaps "

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 
 import pytest
 import torch
 
 from glassformer.data import prepare
 from glassformer.data.prepare import causal_lm_data
+from glassformer.registry import DataRequest, get
 from glassformer.models import load_model
 from glassformer.models.gpt import GPT, GPTConfig
 from glassformer.tokenizers import load_tokenizer
@@ -33,7 +33,7 @@ def test_tiny_model_overfits_tiny_text(variant: str, tmp_path) -> None:
         out_dir=str(tmp_path / "run"), max_steps=150, batch_size=8, lr=5e-3, warmup_steps=5, weight_decay=0.0,
         eval_interval=0, eval_batches=2, log_interval=25, save_interval=150, progress=False, plot=False, device="cpu",
     )  # fmt: skip
-    args = argparse.Namespace(data_options={"text": str(src), "val_fraction": 0.3})
+    args = DataRequest(get("shakespeare-char"), {"text": str(src), "val_fraction": 0.3})
     train_data, eval_data = causal_lm_data(train_config, config, args)
     summary = Trainer(model, train_config, train_data, eval_data).fit()
     assert summary.final_loss < 0.1, summary.final_loss
@@ -57,11 +57,15 @@ def test_train_data_checks_vocab_and_options(tmp_path) -> None:
     train_config = TrainConfig(out_dir=str(tmp_path / "run"), progress=False)
     small = GPTConfig(vocab_size=10, max_seq_len=16, n_layers=1, n_heads=2, dim=16)
     with pytest.raises(ValueError, match=r"pass model.vocab_size=\d+"):
-        causal_lm_data(train_config, small, argparse.Namespace(data_options={"text": str(src)}))
+        causal_lm_data(train_config, small, _request({"text": str(src)}))
     with pytest.raises(ValueError, match="unknown data option"):
-        causal_lm_data(train_config, small, argparse.Namespace(data_options={"txt": str(src)}))
+        causal_lm_data(train_config, small, _request({"txt": str(src)}))
     data_dir = tmp_path / "prepared"
     prepare(src, "char", data_dir, progress=False)
     ok = small.replace(vocab_size=64)
     with pytest.raises(ValueError, match="data.block_size=17"):
-        causal_lm_data(train_config, ok, argparse.Namespace(data_options={"dir": str(data_dir), "block_size": 17}))
+        causal_lm_data(train_config, ok, _request({"dir": str(data_dir), "block_size": 17}))
+
+
+def _request(options: dict) -> DataRequest:
+    return DataRequest(get("shakespeare-char"), options)

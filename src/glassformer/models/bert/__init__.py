@@ -3,7 +3,7 @@
 ``Bert`` and ``BertConfig`` cover BERT, RoBERTa-style and DistilBERT-style encoders (see
 ``config.py``). ``hf.from_pretrained`` / ``hf.save_pretrained`` read and write the Hugging Face
 layout; ``mlm.py`` masks tokens for pretraining; ``finetune.py`` trains classifiers.
-Importing this package registers the presets (each with a ``-tiny`` twin) in ``glassformer.registry``.
+``FAMILY`` declares the presets (each with a ``-tiny`` twin), data and formats.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 
 from glassformer.models.bert.config import PRESETS, TINY, BertConfig
 from glassformer.models.bert.model import IGNORE_INDEX, Bert, mean_pool
-from glassformer.registry import Preset, register
+from glassformer.registry import Family, Format
 
-__all__ = ["IGNORE_INDEX", "Bert", "BertConfig", "mean_pool", "example_batch"]
+__all__ = ["FAMILY", "IGNORE_INDEX", "Bert", "BertConfig", "mean_pool", "example_batch"]
 
 
 def example_batch(config: BertConfig, batch_size: int = 2, seq_len: int = 12) -> dict[str, Any]:
@@ -44,38 +44,28 @@ def example_batch(config: BertConfig, batch_size: int = 2, seq_len: int = 12) ->
     return batch
 
 
-def _build(config: BertConfig) -> Bert:
-    return Bert(config)
+def tiny(config: BertConfig) -> BertConfig:
+    """The toy twin of a preset: same choices (offsets, segments, pooler), 2 layers, width 32."""
+    return config.replace(**TINY)
 
 
-def _register_all() -> None:
-    for name, (fields, description) in PRESETS.items():
-        for suffix, extra in (("", {}), ("-tiny", TINY)):
-            merged = {**fields, "head": "mlm", **extra}
-            if suffix and "vocab_size" in fields:
-                merged["vocab_size"] = TINY["vocab_size"]
-            register(
-                Preset(
-                    name=name + suffix,
-                    family="bert",
-                    make_config=lambda m=merged: BertConfig(**m),
-                    build=_build,
-                    example_batch=example_batch,
-                    description=description + (" (tiny twin for tests)" if suffix else ""),
-                )
-            )
-
-
-_register_all()
-
-
-def _register_training_data() -> None:
-    """``glassformer train bert-mlm`` (or ``bert``) pretrains BERT-mini with masked-LM."""
-    from glassformer.train.data import register_data
-
-    builder = "glassformer.models.bert.pretrain:build_mlm_data"
-    register_data("bert", builder, default_preset="bert-mini")
-    register_data("bert-mlm", builder, default_preset="bert-mini")
-
-
-_register_training_data()
+FAMILY = Family(
+    name="bert",
+    model=Bert,
+    config=BertConfig,
+    # the presets carry the masked-LM head: they are pretraining shapes
+    presets={name: (lambda f=fields: BertConfig(**{**f, "head": "mlm"}), description)
+             for name, (fields, description) in PRESETS.items()},  # fmt: skip
+    tiny=tiny,
+    example_batch=example_batch,
+    # `glassformer train bert` (or bert-mlm) pretrains BERT-mini with masked-LM
+    data={"bert": "glassformer.models.bert.pretrain:build_mlm_data"},
+    default_preset="bert-mini",
+    aliases={"bert-mlm": "bert-mini"},
+    formats=(
+        Format("huggingface", load="glassformer.models.bert.hf:from_pretrained",
+               save="glassformer.models.bert.hf:save_pretrained", exports="glassformer.models.bert.hf:architecture",
+               model_types=("bert", "roberta")),
+    ),
+    cli="glassformer.models.bert.cli",
+)

@@ -16,10 +16,11 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from glassformer.utils.commands import AddParser
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def register(add_parser: AddParser) -> None:
+    p = add_parser(
         "finetune",
         help="fine-tune a pretrained encoder as a text classifier (SST-2 or your own CSV/JSONL)",
         description="Fine-tune a BERT-family encoder on text classification through the training engine. "
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an extra training-engine setting (TrainConfig field), e.g. --set progress=false; repeatable")
     p.set_defaults(func=run_finetune)
 
-    c = sub.add_parser(
+    c = add_parser(
         "classify",
         help="label texts with a fine-tuned classifier",
         description="Print the predicted label and its probability for each text (or each line of --file).",
@@ -78,21 +79,18 @@ def _tokenizer(source: Path, explicit: str | None):
     return tokenizer_for(None)
 
 
+def _rows_or_fraction(size: float) -> int | float:
+    """``--val-size``: a row count (1 or more) or a fraction of the training rows (below 1)."""
+    return int(size) if size >= 1 else float(size)
+
+
 def _load_encoder(source: str):
-    """A bert model from a glassformer folder, a Hugging Face folder or a hub id."""
-    from glassformer.models import load_model, read_family
-    from glassformer.models.bert.hf import from_pretrained, resolve
+    """A bert model from a glassformer folder, a Hugging Face folder, a packaged model or a hub id."""
+    from glassformer.models import load_model
+    from glassformer.utils.weights import resolve
 
     folder = resolve(source)
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() else {}
-    if "family" in raw:
-        family = read_family(folder)
-        if family != "bert":
-            raise ValueError(f"{folder} holds a {family} checkpoint; `finetune bert` needs a bert encoder")
-        return load_model(folder), folder
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pooler/heads the checkpoint lacks are rebuilt by finetune
-        return from_pretrained(folder), folder
+    return load_model(folder, family="bert"), folder
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -111,15 +109,14 @@ def run_finetune(args: argparse.Namespace) -> int:
         root = data_root()
         if root is None or not (root / "sst2").is_dir():
             raise FileNotFoundError("SST-2 is not in the data folder (sst2/ under GLASSFORMER_DATA or ../shared/data)")
-        val_size = int(args.val_size) if args.val_size >= 1 else int(args.val_size * 67349)
-        train, val, test = load_sst2(root / "sst2", val_size, args.seed)
+        train, val, test = load_sst2(root / "sst2", _rows_or_fraction(args.val_size), args.seed)
         known = SST2_LABELS
     elif args.train:
         rows = read_labelled(args.train, args.text_field, args.label_field)
         if args.val_file:
             train, val = rows, read_labelled(args.val_file, args.text_field, args.label_field)
         else:
-            train, val = split_validation(rows, int(args.val_size) if args.val_size >= 1 else args.val_size, args.seed)
+            train, val = split_validation(rows, _rows_or_fraction(args.val_size), args.seed)
         test = read_labelled(args.test, args.text_field, args.label_field) if args.test else None
     else:
         raise ValueError("give --task sst2 or --train FILE")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from glassformer.nn.attention import Backend
 from glassformer.utils.config import ConfigError, ConfigMixin
 
 Head = Literal["none", "mlm", "sequence", "token"]
@@ -46,7 +47,7 @@ class BertConfig(ConfigMixin):
     num_labels: int = 2
     label_names: tuple[str, ...] = ()  # names of the classes, in label-id order (optional)
     nsp: bool = False  # next-sentence prediction head beside the MLM head (BERT's original pretraining)
-    attn_backend: Literal["eager", "sdpa", "flash"] = "sdpa"
+    attn_backend: Backend = "sdpa"
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len", "num_labels")

@@ -108,7 +108,7 @@ def split_validation(rows: Rows, size: int | float, seed: int = 0) -> tuple[Rows
     return pick(train, "train split"), pick(val, "validation split")
 
 
-def load_sst2(root: str | os.PathLike[str], val_size: int = 2000, seed: int = 0) -> tuple[Rows, Rows, Rows]:
+def load_sst2(root: str | os.PathLike[str], val_size: int | float = 2000, seed: int = 0) -> tuple[Rows, Rows, Rows]:
     """SST-2 as ``(train, validation, test)``.
 
     ``train.tsv`` + ``dev.tsv`` of the shared copy are together GLUE's training set; the validation
@@ -152,7 +152,7 @@ class LabelSet:
 
 def encode_rows(encoder: BertEncoder, rows: Rows, labels: LabelSet) -> list[dict[str, Any]]:
     ids = labels.encode(rows)
-    return [{**encoder.encode(text), "labels": y} for text, y in zip(rows.texts, ids)]
+    return [{**example, "labels": y} for example, y in zip(encoder.encode_many(rows.texts), ids)]
 
 
 def bucket_batches(lengths: Sequence[int], batch_size: int, seed: int = 0, window: int = 50) -> list[list[int]]:
@@ -411,22 +411,10 @@ def save_classifier(model: Bert, tokenizer: Any, folder: str | os.PathLike[str])
 
 def load_classifier(folder: str | os.PathLike[str]) -> tuple[Bert, Any]:
     """``(model, tokenizer)`` from a folder written by :func:`save_classifier` (or a HF folder)."""
-    from glassformer.models import read_family
-    from glassformer.models.bert.hf import from_pretrained
+    from glassformer.models import load_model
     from glassformer.models.bert.text import load_vocab_tokenizer
 
-    folder = Path(folder)
-    config = folder / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config}: no config.json; is {folder} a model folder?")
-    raw = json.loads(config.read_text(encoding="utf-8"))
-    if "family" in raw:
-        family = read_family(folder)
-        if family != "bert":
-            raise ValueError(f"{folder} holds a {family} checkpoint; classify needs a bert classifier")
-        model = Bert.load(folder)
-    else:
-        model = from_pretrained(folder)
+    model = load_model(folder, family="bert")
     if model.config.head != "sequence":
         raise ValueError(
             f"{folder} is a bert model with head={model.config.head!r}, not a classifier; "
@@ -442,7 +430,7 @@ def classify(model: Bert, tokenizer: Any, texts: Sequence[str], batch_size: int 
     if empty:
         raise ValueError(f"text number {empty[0] + 1} is empty; there is nothing to classify")
     encoder = BertEncoder(tokenizer, model.config.max_tokens, overflow)  # type: ignore[arg-type]
-    examples = [encoder.encode(t) for t in texts]
+    examples = encoder.encode_many(texts)
     probs = predict(model, examples, encoder.pad_id, batch_size)
     names = model.config.label_names or tuple(str(i) for i in range(model.config.num_labels))
     return [

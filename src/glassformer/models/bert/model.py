@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.models.base import ModelBase, ModelOutput
+from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
 from glassformer.models.bert.config import BertConfig
 from glassformer.nn.blocks import TransformerStack
 from glassformer.nn.ffn import activation_fn
@@ -19,7 +19,6 @@ from glassformer.nn.masks import padding_mask, to_additive
 from glassformer.nn.norms import LayerNorm
 from glassformer.nn.positional import LearnedPositionalEmbedding
 
-IGNORE_INDEX = -100  # label value that the losses skip (unmasked tokens, padding, sub-word tails)
 
 
 class BertEmbeddings(nn.Module):

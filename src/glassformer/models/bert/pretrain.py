@@ -13,7 +13,6 @@ predicted exactly). Options arrive as ``data.KEY=VALUE``: ``corpus`` (``pydoc`` 
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from glassformer.models.bert.mlm import MLMCollator, continuation_mask
 from glassformer.models.bert.text import BertEncoder, load_vocab_tokenizer, vocab_list
+from glassformer.registry import DataRequest
 from glassformer.utils.paths import data_file
 
 DEFAULT_TOKENIZER = "all-MiniLM-L6-v2"
@@ -51,7 +51,7 @@ def corpus_lines(corpus: str = "pydoc") -> list[str]:
 
 def tokenizer_for(name: str | None = None) -> Any:
     """A WordPiece tokenizer from a folder, or the packaged uncased BERT vocabulary."""
-    from glassformer.models.bert.hf import resolve
+    from glassformer.utils.weights import resolve
 
     return load_vocab_tokenizer(resolve(name or DEFAULT_TOKENIZER))
 
@@ -94,9 +94,9 @@ class MLMBatches:
         return self.collator([{"input_ids": rows[i]} for i in picks], generator)
 
 
-def build_mlm_data(train_config: Any, model_config: Any, args: argparse.Namespace | None = None) -> tuple[Any, Any]:
-    """The data builder registered for the bert family (``glassformer train bert-mlm``)."""
-    opts: dict[str, Any] = dict(getattr(args, "data_options", None) or {})
+def build_mlm_data(train_config: Any, model_config: Any, request: DataRequest | None = None) -> tuple[Any, Any]:
+    """The data builder the bert family declares (``glassformer train bert-mlm``)."""
+    opts: dict[str, Any] = dict(request.options if request is not None else {})
     known = {"corpus", "tokenizer", "max_len", "whole_word", "mlm_probability", "eval_fraction"}
     unknown = sorted(set(opts) - known)
     if unknown:

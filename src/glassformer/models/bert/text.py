@@ -3,7 +3,8 @@
 The WordPiece tokenizer (``glassformer.tokenizers``) turns text into piece ids; this module adds
 what BERT expects around them. An input longer than the position table is cut to fit with a
 warning (``overflow="truncate"``, the default) or refused (``overflow="error"``): a silent cut
-would hide that the end of a long review never reached the model.
+would hide that the end of a long review never reached the model. A data set warns once, with the
+count (:meth:`BertEncoder.encode_many`): one warning per text would bury everything else.
 """
 
 from __future__ import annotations
@@ -61,19 +62,44 @@ class BertEncoder:
 
     def encode(self, text: str, pair: str | None = None) -> dict[str, list[int]]:
         """One example. An empty text is allowed: it becomes ``[CLS] [SEP]``."""
+        example, tokens = self._fit(text, pair)
+        if tokens is not None:
+            warnings.warn(self._cut_message(1, 1, tokens, text, pair is not None), stacklevel=2)
+        return example
+
+    def encode_many(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict[str, list[int]]]:
+        """Examples for a data set; the texts cut to fit are counted in one warning, not one each."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(pairs)} second segments; pairs go one to one")
+        examples, cut, longest, longest_text = [], 0, 0, ""
+        for i, text in enumerate(texts):
+            example, tokens = self._fit(text, pairs[i] if pairs is not None else None)
+            examples.append(example)
+            if tokens is not None:
+                cut += 1
+                if tokens > longest:
+                    longest, longest_text = tokens, text
+        if cut:
+            warnings.warn(self._cut_message(cut, len(texts), longest, longest_text, pairs is not None), stacklevel=2)
+        return examples
+
+    def batch(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Encode and pad several texts into model inputs."""
+        return pad_batch(self.encode_many(texts), self.pad_id)
+
+    def _room(self, paired: bool) -> int:
+        return self.max_len - (3 if paired else 2)
+
+    def _fit(self, text: str, pair: str | None) -> tuple[dict[str, list[int]], int | None]:
+        """The example, and its token count before the cut when it had to be cut (else None)."""
         a = self.pieces(text)
         b = self.pieces(pair) if pair is not None else None
-        room = self.max_len - (3 if b is not None else 2)
+        room = self._room(b is not None)
         total = len(a) + (len(b) if b is not None else 0)
         if total > room:
-            preview = text[:40] + ("..." if len(text) > 40 else "")
-            message = (
-                f"text {preview!r} has {total} tokens but the model takes {room} (max_len={self.max_len} "
-                "with [CLS]/[SEP])"
-            )
             if self.overflow == "error":
-                raise ValueError(message + "; shorten it or pass overflow='truncate'")
-            warnings.warn(message + "; the end is cut off", stacklevel=2)
+                raise ValueError(f"text {_preview(text)!r} has {total} tokens but the model takes {room} "
+                                 f"(max_len={self.max_len} with [CLS]/[SEP]); shorten it or pass overflow='truncate'")
             while len(a) + (len(b) if b is not None else 0) > room:  # trim the longer segment first
                 (a if b is None or len(a) >= len(b) else b).pop()
         ids = [self.cls_id, *a, self.sep_id]
@@ -81,11 +107,20 @@ class BertEncoder:
         if b is not None:
             ids += [*b, self.sep_id]
             types += [1] * (len(b) + 1)
-        return {"input_ids": ids, "token_type_ids": types}
+        return {"input_ids": ids, "token_type_ids": types}, (total if total > room else None)
 
-    def batch(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        """Encode and pad several texts into model inputs."""
-        return pad_batch([self.encode(t) for t in texts], self.pad_id)
+    def _cut_message(self, cut: int, count: int, longest: int, text: str, paired: bool) -> str:
+        texts = "text" if count == 1 else "texts"
+        were, ends = ("was", "its end was") if cut == 1 else ("were", "the end of each was")
+        return (
+            f"{cut:,} of {count:,} {texts} {were} longer than max_len={self.max_len} tokens: the longest, "
+            f"{_preview(text)!r}, has {longest:,} tokens but the model takes {self._room(paired)} "
+            f"(with [CLS]/[SEP]); {ends} cut off. Raise max_len, or pass overflow='error' to refuse such texts"
+        )
+
+
+def _preview(text: str) -> str:
+    return text[:40] + ("..." if len(text) > 40 else "")
 
 
 def pad_batch(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Tensor]:

@@ -22,13 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from glassformer.nn.attention import BACKENDS
+from glassformer.nn.attention import BACKENDS, Backend
 from glassformer.utils.config import ConfigError, ConfigMixin
 
 PosEncoding = Literal["learned", "rope"]
 Norm = Literal["layernorm", "rmsnorm"]
 GPTActivation = Literal["gelu_tanh", "gelu", "relu", "silu", "swiglu", "geglu"]
-AttnBackend = Literal["sdpa", "eager", "flash"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu")
 
@@ -63,7 +62,7 @@ class GPTConfig(ConfigMixin):
     bias: bool = True  # biases in every linear layer and LayerNorm (GPT-2); Llama has none
     tie_embeddings: bool = True  # lm_head shares the token embedding matrix
     dropout: float = 0.0  # on embeddings, attention weights and residual branches
-    attn_backend: AttnBackend = "sdpa"
+    attn_backend: Backend = "sdpa"
     init_std: float = 0.02
     bos_token_id: int | None = None
     eos_token_id: int | None = None

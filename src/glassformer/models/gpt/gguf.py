@@ -288,3 +288,20 @@ def load_smollm2(*, use_cache: bool = True) -> tuple[GPT, Any, str]:
     glassformer folder; later calls read that folder.
     """
     return load_gguf(find_smollm2_gguf(), use_cache=use_cache)
+
+
+def load_gguf_model(path: str | os.PathLike[str]) -> GPT:
+    """The model alone from a GGUF file (``glassformer.models.load_model``'s contract)."""
+    return load_gguf(path)[0]
+
+
+def default_chat_model() -> tuple[GPT, Any, str | None, str]:
+    """``glassformer chat``'s model when none is given: SmolLM2-135M-Instruct, offline, when installed."""
+    try:
+        model, tokenizer, template = load_smollm2()
+    except (FileNotFoundError, ImportError) as err:
+        raise FileNotFoundError(
+            f"no checkpoint given, and the default chat model is not available ({err}); "
+            "pass a model folder: glassformer chat CHECKPOINT"
+        ) from None
+    return model, tokenizer, template or None, "SmolLM2-135M-Instruct"

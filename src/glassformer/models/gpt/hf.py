@@ -17,7 +17,6 @@ stores the embedding matrix once and ``lm_head.weight`` is absent (or equal to i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -25,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from glassformer.models.gpt.config import GPTConfig
 from glassformer.models.gpt.model import GPT
-from glassformer.utils.config import write_text_atomic
+from glassformer.utils.weights import (
+    CONFIG_NAME, WEIGHTS_NAME, read_config, read_safetensors, resolve, write_json, write_safetensors,
+)
 
 # A value that is a tuple means the Hugging Face tensor is our tensors concatenated along the
 # output dimension (GPT-2's fused q/k/v). "{}" stands for the layer number.
@@ -92,6 +91,8 @@ HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "ge
                   "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}  # fmt: skip
 # Files of a Hugging Face tokenizer that travel with the weights.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
+# What a hub download fetches: the config, the weights (safetensors only) and the tokenizer.
+HUB_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,71 +282,19 @@ def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
     return out
 
 
-def read_safetensors(directory: Path) -> dict[str, Tensor]:
-    """All tensors of ``model.safetensors`` or of a sharded checkpoint (``model.safetensors.index.json``)."""
-    single = directory / "model.safetensors"
-    index = directory / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = [directory / name for name in sorted(set(weight_map.values()))]
-    else:
-        found = sorted(p.name for p in directory.iterdir())
-        raise FileNotFoundError(
-            f"{directory}: no model.safetensors (or sharded index); found {found}. glassformer reads "
-            "safetensors only, since pickled weights can run code when loaded"
-        )
-    state: dict[str, Tensor] = {}
-    for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                state[key] = f.get_tensor(key)
-    return state
-
-
-# ---------------------------------------------------------------------------------------------
-# folders and hub ids
-
-
-def resolve(path_or_hub_id: str | os.PathLike[str], revision: str | None = None) -> Path:
-    """A local folder as is; anything else is taken as a Hub id and downloaded (needs a network)."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    text = str(path_or_hub_id)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise FileNotFoundError(f"{text}: not a folder holding a Hugging Face checkpoint")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(
-            f"{text}: not a local folder, and huggingface_hub (needed to download it) is not installed"
-        ) from None
-    patterns = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
-                *TOKENIZER_FILES]  # fmt: skip
-    try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=patterns))
-    except Exception as err:  # network errors, unknown repos: one clear message at our boundary
-        raise FileNotFoundError(f"{text}: not a local folder and the Hub download failed: {err}") from err
-
-
 def from_pretrained(
     path_or_hub_id: str | os.PathLike[str], *, revision: str | None = None, dtype: torch.dtype = torch.float32
 ) -> GPT:
     """Load a GPT-2 or Llama checkpoint in the Hugging Face layout (a folder or a Hub id)."""
-    directory = resolve(path_or_hub_id, revision)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no config.json; is {directory} a Hugging Face checkpoint?")
-    hf_config = json.loads(config_path.read_text(encoding="utf-8"))
-    if "family" in hf_config:
+    directory = resolve(path_or_hub_id, revision, allow_patterns=HUB_FILES)
+    folder = read_config(directory)
+    if folder.kind == "glassformer":
         raise ValueError(
-            f"{directory} is a glassformer {hf_config['family']} folder, not a Hugging Face one; "
+            f"{directory} is a glassformer {folder.family} folder, not a Hugging Face one; "
             "open it with glassformer.models.load_model"
         )
-    config = config_from_hf(hf_config, source=str(config_path))
-    arch = hf_config["model_type"]
+    config = config_from_hf(folder.data, source=str(directory / CONFIG_NAME))
+    arch = folder.data["model_type"]
     with torch.device("meta"):
         skeleton = GPT(config)  # only the expected names and shapes are needed here
     state = state_dict_from_hf(read_safetensors(directory), skeleton, arch, str(directory))
@@ -358,7 +307,7 @@ def tokenizer_from_pretrained(path_or_hub_id: str | os.PathLike[str], *, revisio
     as a glassformer tokenizer; None when the folder has none."""
     from glassformer.tokenizers import load_tokenizer
 
-    directory = resolve(path_or_hub_id, revision)
+    directory = resolve(path_or_hub_id, revision, allow_patterns=HUB_FILES)
     if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         return None
     return load_tokenizer(directory)
@@ -370,13 +319,9 @@ def save_pretrained(model: GPT, directory: str | os.PathLike[str], tokenizer: An
     A ``tokenizer`` with a ``save_pretrained`` or ``save`` method is written alongside.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     hf_config = config_to_hf(model.config)
-    state = state_dict_to_hf(model)
-    tmp = directory / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / "model.safetensors")
-    write_text_atomic(directory / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    write_safetensors(state_dict_to_hf(model), directory / WEIGHTS_NAME)
+    write_json(hf_config, directory / CONFIG_NAME)
     if tokenizer is not None:
         saver = getattr(tokenizer, "save_pretrained", None) or getattr(tokenizer, "save", None)
         if saver is None:

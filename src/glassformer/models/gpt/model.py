@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.models.base import ModelBase, ModelOutput
+from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
 from glassformer.models.gpt.config import GPTConfig
 from glassformer.nn.blocks import TransformerStack
 from glassformer.nn.cache import DynamicCache, KVCache, StaticCache
 from glassformer.nn.masks import build_attention_mask
 from glassformer.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 
-IGNORE_INDEX = -100  # targets with this value add nothing to the loss (padding, prompt tokens)
 
 
 class GPT(ModelBase):

@@ -9,24 +9,24 @@ import torch.nn.functional as F
 from glassformer import registry
 from glassformer.nn.cache import DynamicCache, StaticCache
 from glassformer.nn.masks import causal_mask
-from glassformer.nn.transformer import Transformer, TransformerConfig, example_batch
+from glassformer.models.transformer import Transformer, TransformerConfig, example_batch
 from glassformer.utils.config import ConfigError
 
-from .torch_copy import copy_stack
+from tests.nn.torch_copy import copy_stack
 
 ATOL = 1e-5
 V, S, T = 50, 9, 7
 
 
 def _config(**overrides) -> TransformerConfig:
-    base = dict(src_vocab_size=V, tgt_vocab_size=V, dim=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=3,
-                ffn_dim=64, dropout=0.0, max_len=64)
+    base = dict(vocab_size=V, tgt_vocab_size=V, dim=32, n_heads=4, n_layers=2, n_decoder_layers=3,
+                ffn_dim=64, dropout=0.0, max_seq_len=64)
     return TransformerConfig(**{**base, **overrides})
 
 
 def _model_and_torch(backend: str = "sdpa") -> tuple[Transformer, torch.nn.Transformer]:
     torch.manual_seed(0)
-    model = Transformer(_config(backend=backend)).eval()
+    model = Transformer(_config(attn_backend=backend)).eval()
     with torch.no_grad():  # norms start at 1/0 and biases near 0: randomize so that copying them is checked
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
@@ -66,7 +66,7 @@ def test_matches_torch_transformer(backend: str) -> None:
     torch.testing.assert_close(ours_memory[real], memory[real], atol=ATOL, rtol=0)
     torch.testing.assert_close(out.hidden_states, expected, atol=ATOL, rtol=0)
     log_probs = torch.log_softmax(expected @ model.generator.proj.weight.T, dim=-1)
-    torch.testing.assert_close(out.logits, log_probs, atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.log_softmax(out.logits, dim=-1), log_probs, atol=ATOL, rtol=0)
     # the inputs: token embedding * sqrt(dim) + the sinusoidal table (dropout is 0 here)
     torch.testing.assert_close(xs, model.src_embed(batch["src"]) * 32**0.5 + model.positions.table[:S])
 
@@ -94,10 +94,10 @@ def test_loss_is_label_smoothed_cross_entropy(smoothing: float) -> None:
     torch.manual_seed(0)
     model = Transformer(_config(label_smoothing=smoothing))
     batch = _batch()
-    labels = torch.randint(3, V, (3, T)).masked_fill(batch["tgt_attention_mask"] == 0, 0)  # 0 = pad_id
+    labels = torch.randint(3, V, (3, T)).masked_fill(batch["tgt_attention_mask"] == 0, 0)  # 0 = pad_token_id
     labels[0, 0] = -100
     out = model(**batch, labels=labels)
-    flat_lp, flat_labels = out.logits.reshape(-1, V), labels.masked_fill(labels == 0, -100).reshape(-1)
+    flat_lp, flat_labels = torch.log_softmax(out.logits, dim=-1).reshape(-1, V), labels.masked_fill(labels == 0, -100).reshape(-1)
     expected = F.cross_entropy(flat_lp, flat_labels, ignore_index=-100, label_smoothing=smoothing)
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.metrics["nll"], F.nll_loss(flat_lp, flat_labels, ignore_index=-100))
@@ -126,12 +126,12 @@ def _reverse_task() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     lengths = [5, 5, 4, 3, 5, 2]
     src = torch.zeros(6, 5, dtype=torch.long)
-    gold = torch.zeros(6, 6, dtype=torch.long)  # pad_id = 0 after eos
+    gold = torch.zeros(6, 6, dtype=torch.long)  # pad_token_id = 0 after eos
     for row, n in enumerate(lengths):
         tokens = torch.randint(3, 12, (n,), generator=g)
         src[row, :n] = tokens
         gold[row, :n] = tokens.flip(0)
-        gold[row, n] = 2  # eos_id
+        gold[row, n] = 2  # eos_token_id
     tgt = torch.cat([torch.full((6, 1), 1), gold[:, :-1]], dim=1)  # bos, then the gold prefix
     return {"src": src, "tgt": tgt, "src_attention_mask": (src != 0).long(), "labels": gold}
 
@@ -141,7 +141,7 @@ def test_learns_to_reverse_and_greedy_translate_stops_at_eos() -> None:
     reproduces every target up to eos, pads rows that finished, and stops once all have; it agrees
     with decoding that re-runs the decoder over the whole prefix at every step."""
     torch.manual_seed(0)
-    model = Transformer(_config(src_vocab_size=16, tgt_vocab_size=16, label_smoothing=0.0, n_decoder_layers=2))
+    model = Transformer(_config(vocab_size=16, tgt_vocab_size=16, label_smoothing=0.0, n_decoder_layers=2))
     data = _reverse_task()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(60):
@@ -171,14 +171,14 @@ def test_config_checks_name_field_and_value() -> None:
     with pytest.raises(ConfigError, match=r"share_embeddings=True needs one joint vocabulary.*50 != tgt_vocab_size=60"):
         _config(tgt_vocab_size=60)
     _config(tgt_vocab_size=60, share_embeddings=False)
-    with pytest.raises(ConfigError, match=r"TransformerConfig.n_encoder_layers must be a positive integer, got 0"):
-        _config(n_encoder_layers=0)
+    with pytest.raises(ConfigError, match=r"TransformerConfig.n_layers must be a positive integer, got 0"):
+        _config(n_layers=0)
     with pytest.raises(ConfigError, match=r"TransformerConfig.dropout must be in \[0, 1\), got 1.5"):
         _config(dropout=1.5)
-    with pytest.raises(ConfigError, match=r"TransformerConfig.eos_id=50 is not a token id"):
-        _config(eos_id=50)
-    with pytest.raises(ConfigError, match=r"TransformerConfig.backend='cuda'"):
-        _config(backend="cuda")
+    with pytest.raises(ConfigError, match=r"TransformerConfig.eos_token_id=50 is not a token id"):
+        _config(eos_token_id=50)
+    with pytest.raises(ConfigError, match=r"TransformerConfig.attn_backend='cuda'"):
+        _config(attn_backend="cuda")
 
 
 def test_bad_inputs_name_the_problem() -> None:
@@ -209,7 +209,7 @@ def test_shared_embeddings_and_save_load(tmp_path) -> None:
 
 def test_presets_are_registered() -> None:
     base = registry.get("transformer-base").make_config()
-    assert (base.dim, base.n_heads, base.n_encoder_layers, base.n_decoder_layers, base.ffn_dim) == (512, 8, 6, 6, 2048)
+    assert (base.dim, base.n_heads, base.n_layers, base.n_decoder_layers, base.ffn_dim) == (512, 8, 6, 6, 2048)
     tiny = registry.get("transformer-base-tiny")
     config = tiny.make_config()
     batch = tiny.example_batch(config)

@@ -8,103 +8,42 @@ Read top to bottom, this is the model of the paper's figure 1:
    into the "memory";
 3. the decoder runs causal self-attention over the target, cross-attention over the memory and
    the FFN, in the same post-norm blocks;
-4. the generator (a linear layer and ``log_softmax``) turns each decoder state into log-probabilities
-   over the target vocabulary.
+4. the generator (a linear layer) turns each decoder state into logits over the target vocabulary;
+   the loss takes their ``log_softmax``.
 
 Both stacks end with one more LayerNorm, as ``torch.nn.Transformer`` does; with those weights
-copied over, the two give the same outputs (``tests/nn/test_transformer.py``). As in the paper,
+copied over, the two give the same outputs (``tests/models/transformer/test_transformer.py``). As in the paper,
 the source embedding, the target embedding and the generator can share one matrix
 (``share_embeddings``, which needs one joint vocabulary).
 
-Importing this module registers the presets ``transformer-base`` (the paper's base model) and its
-``transformer-base-tiny`` twin.
+The presets (``transformer-base``, the paper's base model, and its tiny twin) are in ``config.py``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from glassformer.models.base import ModelBase, ModelOutput
-from glassformer.nn.attention import BACKENDS
+from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
+from glassformer.models.transformer.config import TransformerConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
 from glassformer.nn.cache import DynamicCache, KVCache
 from glassformer.nn.masks import padding_mask
 from glassformer.nn.positional import SinusoidalPositionalEncoding
-from glassformer.registry import Preset, register
-from glassformer.utils.config import ConfigError, ConfigMixin
-
-IGNORE_INDEX = -100  # labels equal to this (or to pad_id) add nothing to the loss
-
-
-@dataclass
-class TransformerConfig(ConfigMixin):
-    """Sizes and choices of the encoder-decoder. Defaults are the paper's base model (table 3)."""
-
-    src_vocab_size: int = 37000  # the paper's shared English-German BPE vocabulary
-    tgt_vocab_size: int = 37000
-    dim: int = 512  # d_model
-    n_heads: int = 8
-    n_encoder_layers: int = 6
-    n_decoder_layers: int = 6
-    ffn_dim: int = 2048  # d_ff
-    dropout: float = 0.1  # P_drop: on embeddings+positions and on every sublayer output
-    attn_dropout: float = 0.0  # on attention weights (torch.nn.Transformer uses `dropout` here too)
-    max_len: int = 1024  # rows of the sinusoidal table: the longest source or target
-    norm_eps: float = 1e-5
-    share_embeddings: bool = True  # one matrix for source/target embeddings and the generator
-    label_smoothing: float = 0.1  # epsilon_ls
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
-    backend: Literal["eager", "sdpa", "flash"] = "sdpa"
-
-    def __post_init__(self) -> None:
-        for name in ("src_vocab_size", "tgt_vocab_size", "dim", "n_heads", "n_encoder_layers",
-                     "n_decoder_layers", "ffn_dim", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
-        if self.dim % self.n_heads != 0:
-            raise ConfigError(
-                f"TransformerConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}"
-            )
-        if self.dim % 2 != 0:
-            raise ConfigError(f"TransformerConfig.dim={self.dim} must be even for the sinusoidal table")
-        for name in ("dropout", "attn_dropout", "label_smoothing"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"TransformerConfig.{name} must be in [0, 1), got {value!r}")
-        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-            raise ConfigError(
-                "TransformerConfig.share_embeddings=True needs one joint vocabulary, but "
-                f"src_vocab_size={self.src_vocab_size} != tgt_vocab_size={self.tgt_vocab_size}"
-            )
-        smallest = min(self.src_vocab_size, self.tgt_vocab_size)
-        for name in ("pad_id", "bos_id", "eos_id"):
-            value = getattr(self, name)
-            if not 0 <= value < smallest:
-                raise ConfigError(
-                    f"TransformerConfig.{name}={value} is not a token id of both vocabularies "
-                    f"(sizes {self.src_vocab_size} and {self.tgt_vocab_size})"
-                )
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"TransformerConfig.backend={self.backend!r}: must be one of {list(BACKENDS)}")
 
 
 class Generator(nn.Module):
-    """The output head: ``log_softmax(linear(h))``, log-probabilities over the target vocabulary."""
+    """The output head: ``linear(h)``, logits over the target vocabulary (the paper's pre-softmax layer)."""
 
     def __init__(self, dim: int, vocab_size: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, vocab_size, bias=False)
 
     def forward(self, h: Tensor) -> Tensor:  # (B, T, C) -> (B, T, V)
-        return torch.log_softmax(self.proj(h).float(), dim=-1)
+        return self.proj(h)
 
 
 def _check_tokens(tokens: Tensor, vocab_size: int, name: str) -> None:
@@ -138,14 +77,14 @@ class Transformer(ModelBase):
         super().__init__(config)
         c = config
         self.embed_scale = math.sqrt(c.dim)
-        self.src_embed = nn.Embedding(c.src_vocab_size, c.dim)
+        self.src_embed = nn.Embedding(c.vocab_size, c.dim)
         self.tgt_embed = self.src_embed if c.share_embeddings else nn.Embedding(c.tgt_vocab_size, c.dim)
-        self.positions = SinusoidalPositionalEncoding(c.dim, c.max_len, dropout=c.dropout)
+        self.positions = SinusoidalPositionalEncoding(c.dim, c.max_seq_len, dropout=c.dropout)
         block: dict[str, Any] = dict(
             ffn_dim=c.ffn_dim, activation="relu", norm="layernorm", norm_eps=c.norm_eps,
-            norm_position="post", dropout=c.dropout, attn_dropout=c.attn_dropout, backend=c.backend,
+            norm_position="post", dropout=c.dropout, attn_dropout=c.attn_dropout, backend=c.attn_backend,
         )
-        self.encoder = TransformerStack(c.n_encoder_layers, c.dim, c.n_heads, **block)
+        self.encoder = TransformerStack(c.n_layers, c.dim, c.n_heads, **block)
         self.decoder = TransformerStack(c.n_decoder_layers, c.dim, c.n_heads, cross_attention=True, **block)
         self.generator = Generator(c.dim, c.tgt_vocab_size)
         self._init_weights()
@@ -168,7 +107,7 @@ class Transformer(ModelBase):
 
     def embed_source(self, src: Tensor) -> Tensor:
         """``(B, S)`` ids -> ``(B, S, C)``: ``embedding * sqrt(dim) + sinusoid``, then dropout."""
-        _check_tokens(src, self.config.src_vocab_size, "src")
+        _check_tokens(src, self.config.vocab_size, "src")
         return self.positions(self.src_embed(src) * self.embed_scale)
 
     def embed_target(self, tgt: Tensor, offset: int = 0) -> Tensor:
@@ -223,25 +162,25 @@ class Transformer(ModelBase):
         *,
         return_weights: bool = False,
     ) -> ModelOutput:
-        """Teacher-forced pass. ``tgt`` is the decoder input (starting with ``bos_id``); ``labels``
-        are the tokens each position must predict (``tgt`` shifted left), ``pad_id`` or -100 where
-        there is nothing to predict. ``logits`` holds log-probabilities ``(B, T, V)``;
+        """Teacher-forced pass. ``tgt`` is the decoder input (starting with ``bos_token_id``); ``labels``
+        are the tokens each position must predict (``tgt`` shifted left), ``pad_token_id`` or -100 where
+        there is nothing to predict. ``logits`` are the generator's ``(B, T, V)``;
         ``attentions`` / ``cross_attentions`` are the decoder's (use :meth:`encode` for the encoder's).
         """
         memory = self.encode(src, src_attention_mask).hidden  # (B, S, C)
         dec = self.decode(tgt, memory, src_attention_mask, tgt_attention_mask, return_weights=return_weights)
-        log_probs = self.generator(dec.hidden)  # (B, T, V)
+        logits = self.generator(dec.hidden)  # (B, T, V)
         loss, metrics = None, {}
         if labels is not None:
             if labels.shape != tgt.shape:
                 raise ValueError(f"labels must have the shape of tgt {tuple(tgt.shape)}, got {tuple(labels.shape)}")
-            loss, metrics = self.loss(log_probs, labels)
+            loss, metrics = self.loss(logits, labels)
         return ModelOutput(
-            loss=loss, logits=log_probs, hidden_states=dec.hidden, attentions=dec.attentions,
+            loss=loss, logits=logits, hidden_states=dec.hidden, attentions=dec.attentions,
             cross_attentions=dec.cross_attentions, metrics=metrics,
         )
 
-    def loss(self, log_probs: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Label-smoothed NLL (section 5.4), averaged over the predicted tokens.
 
         With smoothing ``eps`` the target distribution puts ``1 - eps`` on the label and spreads
@@ -250,9 +189,9 @@ class Transformer(ModelBase):
         NLL (its exp is the perplexity) and ``metrics["accuracy"]`` the share of argmax hits.
         """
         eps = self.config.label_smoothing
-        targets = labels.masked_fill(labels == self.config.pad_id, IGNORE_INDEX)
+        targets = labels.masked_fill(labels == self.config.pad_token_id, IGNORE_INDEX)
         valid = targets != IGNORE_INDEX  # (B, T)
-        lp = log_probs[valid]  # (N, V)
+        lp = torch.log_softmax(logits[valid].float(), dim=-1)  # (N, V) log-probabilities
         gold = targets[valid]  # (N,)
         nll = -lp.gather(-1, gold[:, None]).squeeze(-1)  # (N,)
         smooth = -lp.mean(dim=-1)  # (N,)
@@ -273,74 +212,25 @@ class Transformer(ModelBase):
         """Greedy decoding: ``(B, S)`` source ids -> ``(B, T)`` target ids (no ``bos``).
 
         The encoder runs once; the decoder runs one token at a time with a KV cache for its
-        self-attention. A row that produced ``eos_id`` is filled with ``pad_id`` afterwards; decoding
+        self-attention. A row that produced ``eos_token_id`` is filled with ``pad_token_id`` afterwards; decoding
         stops when every row has finished or after ``max_new_tokens`` (default: source length + 50,
-        the paper's limit, capped by ``max_len``). Call ``model.eval()`` first to turn dropout off.
+        the paper's limit, capped by ``max_seq_len``). Call ``model.eval()`` first to turn dropout off.
         """
         c = self.config
         b = src.shape[0]
         if max_new_tokens is None:
-            max_new_tokens = min(src.shape[1] + 50, c.max_len)
+            max_new_tokens = min(src.shape[1] + 50, c.max_seq_len)
         memory = self.encode(src, src_attention_mask).hidden  # (B, S, C)
         cache = DynamicCache()
-        token = torch.full((b, 1), c.bos_id, dtype=torch.long, device=src.device)
+        token = torch.full((b, 1), c.bos_token_id, dtype=torch.long, device=src.device)
         done = torch.zeros(b, dtype=torch.bool, device=src.device)
         out: list[Tensor] = []
         for _ in range(max_new_tokens):
             h = self.decode(token, memory, src_attention_mask, cache=cache).hidden  # (B, 1, C)
-            nxt = self.generator(h[:, -1]).argmax(-1).masked_fill(done, c.pad_id)  # (B,)
+            nxt = self.generator(h[:, -1]).argmax(-1).masked_fill(done, c.pad_token_id)  # (B,)
             out.append(nxt)
-            done |= nxt == c.eos_id
+            done |= nxt == c.eos_token_id
             if bool(done.all()):
                 break
             token = nxt[:, None]
         return torch.stack(out, dim=1)
-
-
-# -- presets -----------------------------------------------------------------------------------
-
-
-def example_batch(config: TransformerConfig, batch_size: int = 2, src_len: int = 7, tgt_len: int = 6) -> dict[str, Tensor]:
-    """A small random batch with padding in the last row, the shape a data loader would give."""
-    g = torch.Generator().manual_seed(0)
-    first = max(config.pad_id, config.bos_id, config.eos_id) + 1  # ordinary tokens after the specials
-    src = torch.randint(first, config.src_vocab_size, (batch_size, src_len), generator=g)
-    gold = torch.randint(first, config.tgt_vocab_size, (batch_size, tgt_len), generator=g)
-    gold[:, -1] = config.eos_id
-    src_attention_mask = torch.ones_like(src)
-    tgt_attention_mask = torch.ones_like(gold)
-    if batch_size > 1:  # the last row is shorter: right padding on both sides
-        src[-1, -2:], src_attention_mask[-1, -2:] = config.pad_id, 0
-        gold[-1, -2], gold[-1, -1] = config.eos_id, config.pad_id
-        tgt_attention_mask[-1, -1] = 0
-    bos = torch.full((batch_size, 1), config.bos_id)
-    tgt = torch.cat([bos, gold[:, :-1]], dim=1).masked_fill(tgt_attention_mask == 0, config.pad_id)
-    return {
-        "src": src, "tgt": tgt, "src_attention_mask": src_attention_mask,
-        "tgt_attention_mask": tgt_attention_mask, "labels": gold,
-    }
-
-
-register(
-    Preset(
-        name="transformer-base",
-        family="transformer",
-        make_config=TransformerConfig,
-        build=Transformer,
-        example_batch=example_batch,
-        description="Vaswani et al. 2017 base model: 6+6 post-norm layers, 512 wide, 8 heads, FFN 2048",
-    )
-)
-register(
-    Preset(
-        name="transformer-base-tiny",
-        family="transformer",
-        make_config=lambda: TransformerConfig(
-            src_vocab_size=64, tgt_vocab_size=64, dim=32, n_heads=4, n_encoder_layers=2,
-            n_decoder_layers=2, ffn_dim=64, max_len=128,
-        ),
-        build=Transformer,
-        example_batch=example_batch,
-        description="transformer-base's tiny twin for tests: 2+2 layers, 32 wide, 4 heads",
-    )
-)
