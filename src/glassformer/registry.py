@@ -180,9 +180,10 @@ def register(record: Family) -> Family:
 def add_family(module_name: str) -> Family:
     """Register the family declared (as ``FAMILY``) by a module outside ``glassformer.models``."""
     _load()
+    record = register(_record_of(module_name))
     if module_name not in _EXTRA_MODULES:
         _EXTRA_MODULES.append(module_name)
-    return register(_record_of(module_name))
+    return record
 
 
 def unregister(name: str) -> None:
