@@ -44,11 +44,3 @@ def load_model(source: str | os.PathLike[str], *, family: str | None = None, map
     """
     return open_folder(read_config(resolve(source)), family=family, map_location=map_location, **overrides)
 
-
-def read_family(source: str | os.PathLike[str]) -> str:
-    """The family of a model folder: glassformer's ``family`` field, or the family that reads its
-    Hugging Face ``model_type``."""
-    config = read_config(resolve(source))
-    if config.kind == "glassformer":
-        return str(config.family)
-    return registry.format_for(model_type=config.model_type)[0].name
