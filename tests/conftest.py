@@ -8,10 +8,15 @@ thread per worker keeps the suite fast; the setting is restored after each test.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import torch
+
+# precision=auto trains in fp32 on every CI machine, AMX or not: many tests compare runs to 1e-6.
+# tests/train/test_precision.py exercises bf16 autocast explicitly. Subprocesses inherit it.
+os.environ.setdefault("GLASSFORMER_CPU_BF16", "0")
 
 
 @pytest.fixture(autouse=True)

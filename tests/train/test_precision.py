@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from glassformer import registry
 from glassformer.train import TrainConfig, Trainer
 from glassformer.train import trainer as trainer_module
 from glassformer.train.checkpoint import latest_checkpoint, load_weights
@@ -181,3 +182,13 @@ def test_bf16_resume_is_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     Trainer(second, config(tmp_path, "split", max_steps=4, decay_steps=4, precision="bf16"), data).fit(resume=True)
     for k, v in whole.state_dict().items():
         assert torch.equal(v, second.state_dict()[k]), f"{k} differs after a bf16 resume"
+
+
+def test_a_rope_model_runs_under_cpu_bf16_autocast() -> None:
+    """RoPE tables are fp32 while autocast makes q and k bf16; the rotation must keep bf16 (v's dtype)."""
+    torch.manual_seed(0)
+    model = registry.build("shakespeare-char-rope")
+    ids = torch.randint(0, 65, (2, 17))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids[:, :-1], targets=ids[:, 1:])
+    assert out.loss.dtype == torch.float32 and math.isfinite(out.loss.item())

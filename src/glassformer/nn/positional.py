@@ -134,8 +134,12 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rotary(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotate ``(B, H, T, hd)`` queries and keys by the angles in ``cos``/``sin``."""
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    """Rotate ``(B, H, T, hd)`` queries and keys by the angles in ``cos``/``sin``.
+
+    The result keeps the dtype of ``q``/``k``: under autocast they are bf16 while the tables are
+    fp32, and attention needs q and k in the dtype of v.
+    """
+    return (q * cos + rotate_half(q) * sin).to(q.dtype), (k * cos + rotate_half(k) * sin).to(k.dtype)
 
 
 def alibi_slopes(n_heads: int) -> Tensor:
