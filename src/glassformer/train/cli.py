@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from glassformer.utils.config import ConfigError
 from glassformer.utils.commands import AddParser
+from glassformer.utils.config import ConfigError
 from glassformer.utils.suggest import did_you_mean
 
 SECTIONS = ("model", "data")  # the dotted override prefixes: model.KEY=..., data.KEY=...
