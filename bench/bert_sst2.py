@@ -30,7 +30,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from glassformer.models.bert.finetune import FinetuneSettings, finetune, load_sst2, tfidf_baseline  # noqa: E402
+from glassformer.models.bert.finetune import FinetuneSettings, LabelSet, Rows, finetune, load_sst2  # noqa: E402
 from glassformer.models.bert.hf import from_pretrained  # noqa: E402
 from glassformer.utils.paths import data_root  # noqa: E402
 
@@ -90,6 +90,24 @@ def stage_forward(args: argparse.Namespace) -> dict:
     }
 
 
+def tfidf_baseline(train: Rows, test_sets: dict[str, Rows], seed: int = 0) -> dict[str, float]:
+    """Logistic regression on word 1-2-gram TF-IDF (scikit-learn): the baseline any encoder must beat."""
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("the TF-IDF baseline needs scikit-learn: pip install scikit-learn") from None
+    labels = LabelSet.from_rows(train)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x = vectorizer.fit_transform(train.texts)
+    clf = LogisticRegression(C=4.0, max_iter=2000, random_state=seed).fit(x, labels.encode(train))
+    out = {}
+    for name, rows in test_sets.items():
+        pred = clf.predict(vectorizer.transform(rows.texts))
+        out[name] = float((pred == torch.tensor(labels.encode(rows)).numpy()).mean())
+    return out
+
+
 def stage_tfidf(args: argparse.Namespace) -> dict:
     train, val, test = load_sst2(args.data, args.val_size, args.seed)
     acc = tfidf_baseline(train, {"val": val, "test": test}, args.seed)
@@ -105,8 +123,8 @@ def _settings(args: argparse.Namespace, name: str, **changes) -> FinetuneSetting
 
 
 def stage_minilm(args: argparse.Namespace) -> dict:
-    from glassformer.utils.weights import resolve
     from glassformer.models.bert.text import load_vocab_tokenizer
+    from glassformer.utils.weights import resolve
 
     train, val, test = load_sst2(args.data, args.val_size, args.seed)
     folder = resolve("all-MiniLM-L6-v2")

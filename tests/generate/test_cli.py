@@ -7,7 +7,8 @@ import pytest
 
 from glassformer.cli import main
 from glassformer.generate import GenerationConfig, generate
-from glassformer.generate.chat import ChatSession, run_chat
+from glassformer.generate.chat import ChatSession
+from glassformer.generate.cli import run_chat
 from glassformer.generate.loading import load_checkpoint
 from tests.generate.conftest import tiny_gpt
 

@@ -69,11 +69,11 @@ def test_save_and_load_every_kind(tmp_path: Path, corpus: str, minilm_folder: Pa
     text = corpus[:2000]
     for tok in kinds:
         folder = tok.save(tmp_path / tok.kind)
-        again = type(tok).load(folder)
+        again = load_tokenizer(folder, type(tok))
         assert type(again) is type(tok) and again.vocab == tok.vocab and again.roles == tok.roles
         assert again.encode(text, add_special_tokens=True) == tok.encode(text, add_special_tokens=True)
     with pytest.raises(ValueError, match="holds a WordPiece"):
-        ByteLevelBPE.load(tmp_path / "wordpiece")
+        load_tokenizer(tmp_path / "wordpiece", ByteLevelBPE)
 
 
 def test_load_tokenizer_recognizes_each_format(tmp_path: Path, gpt2_tiktoken: Path, minilm_folder: Path,

@@ -7,13 +7,14 @@ plus ``max_new_tokens`` fits; a system message, if any, is always kept.
 
 Models without a chat template (a small GPT trained on Shakespeare) get a plain transcript,
 ``User: ...`` / ``Assistant: ...``, and stop when they start writing the next ``User:`` line.
+
+``ChatSession`` holds no terminal: the read-reply loop over stdin is ``glassformer.generate.cli.run_chat``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from torch import nn
 
@@ -131,31 +132,3 @@ class ChatSession:
         except ConfigError as err:
             return f"not changed: {err}"
         return f"({field} = {value})"
-
-
-def run_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, name: str = "") -> int:
-    """The read-reply loop. Ends on ``/quit`` or end of input."""
-    stdout.write(f"glassformer chat{' with ' + name if name else ''} (context {session.context} tokens)\n{HELP}\n")
-    while True:
-        stdout.write("you> ")
-        stdout.flush()
-        line = stdin.readline()
-        if not line:  # end of input
-            stdout.write("\n")
-            return 0
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            return 0
-        if line.startswith("/"):
-            stdout.write(session.command(line) + "\n")
-            continue
-        stdout.write("bot> ")
-        try:
-            for piece in session.reply(line):
-                stdout.write(piece)
-                stdout.flush()
-        except ValueError as err:
-            stdout.write(f"(error: {err})")
-        stdout.write("\n")

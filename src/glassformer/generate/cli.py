@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from glassformer.generate.config import CACHE_KINDS, STRATEGIES, GenerationConfig
 from glassformer.utils.commands import AddParser
+
+if TYPE_CHECKING:
+    from glassformer.generate.chat import ChatSession
 
 
 def register(add_parser: AddParser) -> None:
@@ -92,7 +95,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from glassformer.generate.chat import ChatSession, run_chat
+    from glassformer.generate.chat import ChatSession
 
     if args.checkpoint:
         from glassformer.generate.loading import load_checkpoint
@@ -112,6 +115,36 @@ def _chat(args: argparse.Namespace) -> int:
     )
     session = ChatSession(model, tokenizer, template=template, config=config, system=args.system)
     return run_chat(session, sys.stdin, sys.stdout, name=name)
+
+
+def run_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, name: str = "") -> int:
+    """The read-reply loop. Ends on ``/quit`` or end of input."""
+    from glassformer.generate.chat import HELP
+
+    stdout.write(f"glassformer chat{' with ' + name if name else ''} (context {session.context} tokens)\n{HELP}\n")
+    while True:
+        stdout.write("you> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line:  # end of input
+            stdout.write("\n")
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return 0
+        if line.startswith("/"):
+            stdout.write(session.command(line) + "\n")
+            continue
+        stdout.write("bot> ")
+        try:
+            for piece in session.reply(line):
+                stdout.write(piece)
+                stdout.flush()
+        except ValueError as err:
+            stdout.write(f"(error: {err})")
+        stdout.write("\n")
 
 
 def _default_chat_model() -> tuple[Any, Any, str | None, str]:

@@ -2,8 +2,8 @@
 
 Every tokenizer shares one interface (``base.Tokenizer``): ``encode``/``decode``,
 ``encode_batch`` (padding left or right, truncation, ``attention_mask``, lists or tensors),
-special tokens that are never split, ``vocab_size``, ``save``/``load`` (a folder with a
-``tokenizer.json`` the ``tokenizers`` library reads too), and ``backend="fast"`` to run the same
+special tokens that are never split, ``vocab_size``, ``save`` (a folder with a ``tokenizer.json``
+the ``tokenizers`` library reads too) and ``load_tokenizer``, and ``backend="fast"`` to run the same
 vocabulary through the ``tokenizers`` library.
 
 - ``ByteLevelBPE`` (``bpe``): GPT-2 and its descendants. Build it from GPT-2's files, a
@@ -13,7 +13,8 @@ vocabulary through the ``tokenizers`` library.
   ``WordPiece.from_folder(model_folder)``.
 - ``CharTokenizer`` (``char``): one id per character (shakespeare_char).
 - ``train_bpe`` / ``train_wordpiece`` (``trainers``): learn a vocabulary from text.
-- ``load_tokenizer(path)`` (``formats``): whichever of the above a folder or file holds.
+- ``load_tokenizer(path, kind=Tokenizer)`` (``formats``): whichever of the above a folder or file
+  holds (``kind`` checks it is the one expected).
 
 Ids match the reference implementations (``tokenizers``, ``tiktoken``, ``BertTokenizerFast``)
 on the same vocabulary; ``tests/tokenizers`` checks it on real vocabularies.

@@ -31,7 +31,7 @@ import regex
 from glassformer.tokenizers import files
 
 PathLike = str | os.PathLike[str]
-Backend = Literal["pure", "fast"]
+TokenizerBackend = Literal["pure", "fast"]  # not "Backend": that name is the attention kernels' (nn.attention)
 ROLES = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
 
 
@@ -148,7 +148,7 @@ class Tokenizer(ABC):
         template: Template | None = None,
         roles: dict[str, str] | None = None,
         model_max_length: int | None = None,
-        backend: Backend = "pure",
+        backend: TokenizerBackend = "pure",
     ) -> None:
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         self.template = template
@@ -166,7 +166,7 @@ class Tokenizer(ABC):
         self.model_max_length = model_max_length
         if backend not in ("pure", "fast"):
             raise ValueError(f"backend must be 'pure' or 'fast', got {backend!r}")
-        self.backend: Backend = backend
+        self.backend: TokenizerBackend = backend
         self._special_ids = frozenset(self.special_tokens.values())
         # Longest first, so that when one special token starts another the longer one wins.
         alternatives = sorted(self.special_tokens, key=len, reverse=True)
@@ -243,7 +243,7 @@ class Tokenizer(ABC):
 
     # ---- encoding -----------------------------------------------------------------------------
 
-    def with_backend(self, backend: Backend) -> Tokenizer:
+    def with_backend(self, backend: TokenizerBackend) -> Tokenizer:
         """The same tokenizer (sharing its tables) encoding with ``"pure"`` Python or ``"fast"``."""
         if backend not in ("pure", "fast"):
             raise ValueError(f"backend must be 'pure' or 'fast', got {backend!r}")
@@ -424,16 +424,6 @@ class Tokenizer(ABC):
         return directory
 
     save_pretrained = save  # the name the Hugging Face-style model savers look for
-
-    @classmethod
-    def load(cls, path: PathLike) -> Tokenizer:
-        """A tokenizer saved with ``save`` (or any format ``load_tokenizer`` recognizes)."""
-        from glassformer.tokenizers.formats import load_tokenizer
-
-        tokenizer = load_tokenizer(path)
-        if cls is not Tokenizer and not isinstance(tokenizer, cls):
-            raise ValueError(f"{path} holds a {type(tokenizer).__name__}, not a {cls.__name__}")
-        return tokenizer
 
     def _added_tokens_json(self) -> list[dict[str, Any]]:
         return [

@@ -42,10 +42,10 @@ from typing import Any
 
 from glassformer.tokenizers import files
 from glassformer.tokenizers.base import (
-    Backend,
     PathLike,
     Template,
     Tokenizer,
+    TokenizerBackend,
     max_length_from_config,
     roles_from_config,
     special_tokens_from_json,
@@ -99,7 +99,7 @@ class ByteLevelBPE(Tokenizer):
         template: Template | None = None,
         roles: dict[str, str] | None = None,
         model_max_length: int | None = None,
-        backend: Backend = "pure",
+        backend: TokenizerBackend = "pure",
         _locate: Callable[[int], str] | None = None,
     ) -> None:
         super().__init__(special_tokens=special_tokens, template=template, roles=roles,

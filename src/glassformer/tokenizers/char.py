@@ -16,9 +16,9 @@ from typing import Any
 
 from glassformer.tokenizers import files
 from glassformer.tokenizers.base import (
-    Backend,
     Template,
     Tokenizer,
+    TokenizerBackend,
     max_length_from_config,
     roles_from_config,
     special_tokens_from_json,
@@ -40,7 +40,7 @@ class CharTokenizer(Tokenizer):
         roles: dict[str, str] | None = None,
         template: Template | None = None,
         model_max_length: int | None = None,
-        backend: Backend = "pure",
+        backend: TokenizerBackend = "pure",
     ) -> None:
         chars = list(chars)
         for position, char in enumerate(chars):

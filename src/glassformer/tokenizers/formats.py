@@ -11,12 +11,15 @@ Recognized, in this order for a folder:
 
 A file path is read by its name: ``*.json`` as ``tokenizer.json``, ``*.tiktoken``, ``vocab.txt``,
 or ``vocab.json`` (with ``merges.txt`` beside it).
+
+This dispatch lives here rather than in ``base`` because it names every subclass, and the
+subclasses import ``base``: the base class knows none of its children.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from glassformer.tokenizers import files
 from glassformer.tokenizers.base import PathLike, Tokenizer
@@ -24,6 +27,7 @@ from glassformer.tokenizers.bpe import ByteLevelBPE
 from glassformer.tokenizers.char import CharTokenizer
 from glassformer.tokenizers.wordpiece import WordPiece
 
+T = TypeVar("T", bound=Tokenizer)
 _MODEL_CLASSES: dict[str, type[Tokenizer]] = {"BPE": ByteLevelBPE, "WordPiece": WordPiece, "WordLevel": CharTokenizer}
 
 
@@ -44,9 +48,27 @@ def from_tokenizer_json(path: PathLike, config: dict[str, Any] | None = None) ->
     return _MODEL_CLASSES[kind].from_hf_json(data, str(path), config)
 
 
-def load_tokenizer(path: PathLike) -> Tokenizer:
-    """The tokenizer stored at ``path`` (a folder or a file); see the module docstring for formats."""
-    path = Path(path)
+@overload
+def load_tokenizer(path: PathLike) -> Tokenizer: ...
+
+
+@overload
+def load_tokenizer(path: PathLike, kind: type[T]) -> T: ...
+
+
+def load_tokenizer(path: PathLike, kind: type[Tokenizer] = Tokenizer) -> Tokenizer:
+    """The tokenizer stored at ``path`` (a folder or a file); see the module docstring for formats.
+
+    ``kind`` (``ByteLevelBPE``, ...) checks what the files hold, for a caller that needs one kind.
+    """
+    tokenizer = _open(Path(path))
+    if not isinstance(tokenizer, kind):
+        raise ValueError(f"{path} holds a {type(tokenizer).__name__}, not a {kind.__name__}: point at a "
+                         f"{kind.__name__}'s files, or pass kind={type(tokenizer).__name__}")
+    return tokenizer
+
+
+def _open(path: Path) -> Tokenizer:
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             return from_tokenizer_json(path / "tokenizer.json")

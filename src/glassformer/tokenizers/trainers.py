@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 import regex
+
 from glassformer.tokenizers.bpe import ByteLevelBPE
 from glassformer.tokenizers.pretokenize import PreTokenizer, bytes_to_token
 from glassformer.tokenizers.wordpiece import BERT_SPECIAL_TOKENS, BertNormalizer, WordPiece, split_words

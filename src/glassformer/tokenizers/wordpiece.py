@@ -29,10 +29,10 @@ import regex
 
 from glassformer.tokenizers import bert_unicode, files
 from glassformer.tokenizers.base import (
-    Backend,
     PathLike,
     Template,
     Tokenizer,
+    TokenizerBackend,
     max_length_from_config,
     roles_from_config,
     special_tokens_from_json,
@@ -154,7 +154,7 @@ class WordPiece(Tokenizer):
         roles: dict[str, str] | None = None,
         model_max_length: int | None = None,
         cleanup_decoded: bool = True,
-        backend: Backend = "pure",
+        backend: TokenizerBackend = "pure",
     ) -> None:
         vocab = files.check_vocab(dict(vocab), "vocab")
         if unk_token not in vocab:

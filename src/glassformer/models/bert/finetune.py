@@ -259,24 +259,6 @@ def plot_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str], pat
     return path
 
 
-def tfidf_baseline(train: Rows, test_sets: dict[str, Rows], seed: int = 0) -> dict[str, float]:
-    """Logistic regression on word 1-2-gram TF-IDF (scikit-learn): the baseline any encoder must beat."""
-    try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("the TF-IDF baseline needs scikit-learn: pip install scikit-learn") from None
-    labels = LabelSet.from_rows(train)
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    x = vectorizer.fit_transform(train.texts)
-    clf = LogisticRegression(C=4.0, max_iter=2000, random_state=seed).fit(x, labels.encode(train))
-    out = {}
-    for name, rows in test_sets.items():
-        pred = clf.predict(vectorizer.transform(rows.texts))
-        out[name] = float((pred == torch.tensor(labels.encode(rows)).numpy()).mean())
-    return out
-
-
 @dataclass
 class Prepared:
     """Everything a fine-tuning run needs, encoded."""
