@@ -9,7 +9,8 @@ Each prompt keeps ``K = num_beams`` running sequences. Every step:
    a finished hypothesis scored ``sum(log p) / n_generated ** length_penalty``; each prompt keeps
    its best ``K`` finished hypotheses. ``length_penalty > 0`` favours longer outputs.
 3. The best ``K`` candidates that did not end become the new beams; the KV cache rows are
-   reordered to follow them.
+   reordered to follow them (for an encoder-decoder, the cross-attention cache and the encoder
+   output and source mask too).
 4. A prompt is done once it holds ``K`` finished hypotheses and its best running beam, scored as
    if it ended now, cannot beat the worst of them (or at once, with ``early_stopping``).
 
@@ -23,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from glassformer.generate.config import GenerationConfig
-from glassformer.generate.decode import GenerationOutput, PromptBatch, Stepper
 from glassformer.generate.processors import apply_repetition_penalty, seen_tokens
+from glassformer.generate.stepper import GenerationOutput, PromptBatch, Stepper
 from glassformer.generate.stopping import Tokenizer
 
 DEAD = -1.0e9  # score of a beam that must not be chosen (finite, as in the reference)
@@ -38,7 +39,7 @@ def beam_search(
     bsz = batch.input_ids.shape[0]
     device = batch.input_ids.device
     stepper = Stepper(model, batch, config)
-    logits = stepper.prefill()  # (B, V): the prompt runs once, then its cache is copied per beam
+    logits = stepper.prefill()  # (B, V): the prompt (or the source) runs once, then its cache is copied per beam
     expand = torch.arange(bsz, device=device).repeat_interleave(k)  # (B*K,)
     stepper.reorder(expand)
     logits = logits.index_select(0, expand)  # (B*K, V)

@@ -60,6 +60,11 @@ class GenerationConfig(ConfigMixin):
         output head and computes float32 logits only for the tokens that can still win
         (``shortlist.py``): the same tokens, a third fewer bytes read per step. Applies without a
         repetition penalty or ``output_logits``; ``False`` always computes every logit.
+    cpu_kernels: on a CPU, switches the model's linear layers to ``glassformer.kernels.FastLinear``
+        in place (same parameters; ``glassformer.kernels.use_torch_linear(model)`` undoes it), or,
+        where the kernels cannot be compiled, re-stores their weights column-major for MKL. The
+        first switch on a model logs one line with the number of layers. ``False`` leaves the
+        model as it is (decoding is then slower on a CPU).
     """
 
     strategy: Strategy = "greedy"
@@ -81,6 +86,7 @@ class GenerationConfig(ConfigMixin):
     output_logits: bool = False
     prompt_lookup: int = 0
     greedy_shortlist: bool = True
+    cpu_kernels: bool = True
 
     def __post_init__(self) -> None:
         self.stop_token_ids = tuple(self.stop_token_ids)

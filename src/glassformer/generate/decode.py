@@ -10,6 +10,25 @@ Any decoder model works if it follows glassformer's decoder contract::
 and, optionally, a ``model.lm_head`` linear layer with an ``lm_head=`` keyword on ``forward``
 that replaces it (greedy decoding then scores the vocabulary through ``shortlist.py``).
 
+An encoder-decoder (the 2017 Transformer) follows the encoder-decoder contract instead; having
+``encode_for_generation`` is what makes ``generate`` drive a model this way::
+
+    model.encode_for_generation(src_ids (B, S), src_attention_mask (B, S) or None) -> EncoderState
+    model.decode_step(decoder_input_ids (B, T), *, encoder_state=EncoderState,
+                      cache=EncoderDecoderCache or None, attention_mask=(B, T_past + T) or None,
+                      logits_to_keep=0) -> ModelOutput(logits=(B, T or logits_to_keep, V))
+    model.new_cache(batch_size, max_len, kind="dynamic" | "static") -> EncoderDecoderCache
+    model.decoder_start_token_id
+    model.max_seq_len  # the longest source, and the most decoder positions
+
+``glassformer.nn.cache`` defines the three types. The prompt is the source: right-padded (the
+encoder numbers positions from the first column, as in training), encoded once per call; the
+decoder starts from ``decoder_start_token_id`` in every row, and the output holds only target
+tokens. The first decoder step projects the encoder output into each layer's cross-attention
+keys and values and stores them in the cache's ``cross_attn`` part; later steps feed one token
+and reuse them. ``reorder`` (beam search) moves the self-attention cache, the cross-attention
+cache and the ``EncoderState`` (encoder output and source mask) together.
+
 One step of decoding feeds only the newest token; the cache holds the keys and values of
 everything before it. Prompts of different lengths are padded on the *left*, so every row's next
 token lands in the same column; the attention mask hides the padding and the positions count
@@ -17,56 +36,35 @@ only real tokens, so a padded row computes exactly what it would compute alone.
 
 The loop is kept lean because a 124M-parameter model on a CPU spends only ~20-40 ms per token:
 no per-step mask or position building when nothing is padded, logits for the last position
-only, the output written into a preallocated buffer, one host sync per step, and on a CPU the
-linear layers switched to glassformer's matrix-vector kernel (``glassformer.kernels``), or, where
-it cannot be compiled, their weights stored in the layout MKL streams fastest (``layout.py``).
+only, the output written into a preallocated buffer, one host sync per step, and on a CPU
+(``GenerationConfig.cpu_kernels``) the linear layers switched to glassformer's matrix-vector
+kernel (``glassformer.kernels``), or, where it cannot be compiled, their weights stored in the
+layout MKL streams fastest (``layout.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from glassformer.generate.beam import beam_search
 from glassformer.generate.config import GenerationConfig
 from glassformer.generate.layout import decode_layout
 from glassformer.generate.processors import choose_tokens, process_logits, seen_tokens
-from glassformer.generate.shortlist import ShortlistHead, shortlist_head
+from glassformer.generate.stepper import GenerationOutput, PromptBatch, Stepper
 from glassformer.generate.stopping import RowTracker, Tokenizer
 from glassformer.kernels import available as kernels_available
 from glassformer.kernels import use_fast_linear
 
+logger = logging.getLogger(__name__)
+
 PromptInput = Tensor | Sequence[int] | Sequence[Sequence[int]] | str | Sequence[str]
-
-
-@dataclass
-class PromptBatch:
-    """Prompts ready for a model: left-padded ids and a mask (None when no row is padded)."""
-
-    input_ids: Tensor  # (B, T)
-    attention_mask: Tensor | None  # (B, T) 1 = token, 0 = padding
-    truncated: int = 0  # tokens dropped from the front of every row (truncate_prompt)
-
-
-@dataclass
-class GenerationOutput:
-    """What ``generate`` returns.
-
-    ``sequences`` holds the (left-padded) prompt followed by the new tokens; a row that stopped
-    early is filled with ``pad_token_id``. ``tokens`` holds each row's new tokens only, up to and
-    including a stop token.
-    """
-
-    sequences: Tensor  # (B, T_prompt + n_new)
-    prompt_length: int  # sequences[:, prompt_length:] are the new tokens
-    tokens: list[list[int]]
-    finish_reasons: list[str]  # "stop_token", "stop_string" or "length"
-    texts: list[str] | None = None  # new text per row (with a tokenizer): no stop token, cut before a stop string
-    scores: list[float] | None = None  # beam search: the length-penalised log-probability
-    logits: Tensor | None = None  # (B, n_new, V) raw logits of every step (output_logits=True)
 
 
 @dataclass
@@ -85,8 +83,13 @@ def prepare_prompts(
     pad_token_id: int = 0,
     tokenizer: Tokenizer | None = None,
     device: torch.device | str | None = None,
+    padding_side: Literal["left", "right"] = "left",
 ) -> PromptBatch:
-    """Turn a prompt (text, token list, ragged token lists or a tensor) into a left-padded batch."""
+    """Turn a prompt (text, token list, ragged token lists or a tensor) into a padded batch.
+
+    Decoder prompts are padded on the left (new tokens append on the right); an encoder-decoder's
+    sources on the right (``padding_side="right"``), where its encoder expects the padding.
+    """
     if isinstance(input_ids, str) or (
         isinstance(input_ids, Sequence) and input_ids and all(isinstance(p, str) for p in input_ids)
     ):
@@ -110,14 +113,15 @@ def prepare_prompts(
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             if row:
-                ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                attention_mask[i, width - len(row) :] = 1
+                start = width - len(row) if padding_side == "left" else 0
+                ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+                attention_mask[i, start : start + len(row)] = 1
     if ids.shape[0] == 0:
         raise ValueError("no prompts given: input_ids has batch size 0")
     if ids.shape[1] == 0:
         raise ValueError("the prompt is empty: generation needs at least one token to condition on (e.g. BOS)")
     if attention_mask is not None:
-        attention_mask = _check_mask(attention_mask, ids)
+        attention_mask = _check_mask(attention_mask, ids, padding_side)
     if device is not None:
         ids = ids.to(device)
         attention_mask = None if attention_mask is None else attention_mask.to(device)
@@ -139,8 +143,8 @@ def _as_rows(prompts: Sequence[int] | Sequence[Sequence[int]]) -> list[list[int]
     return rows
 
 
-def _check_mask(mask: Tensor, ids: Tensor) -> Tensor | None:
-    """Validate a (B, T) 0/1 left-padding mask; None when nothing is padded (the fast path)."""
+def _check_mask(mask: Tensor, ids: Tensor, padding_side: Literal["left", "right"]) -> Tensor | None:
+    """Validate a (B, T) 0/1 padding mask; None when nothing is padded (the fast path)."""
     if tuple(mask.shape) != tuple(ids.shape):
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but input_ids has {tuple(ids.shape)}")
     mask = mask.long()
@@ -149,12 +153,20 @@ def _check_mask(mask: Tensor, ids: Tensor) -> Tensor | None:
     empty = (mask.sum(-1) == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"prompt {empty[0]} is empty (all padding): generation needs at least one token")
-    right_padded = (mask[:, 1:] < mask[:, :-1]).any(-1).nonzero().flatten().tolist()
-    if right_padded:
-        raise ValueError(
-            f"prompt {right_padded[0]} has padding after its tokens; decoding appends on the right, so "
-            "pad prompts on the left (padding first, then tokens)"
-        )
+    if padding_side == "left":
+        right_padded = (mask[:, 1:] < mask[:, :-1]).any(-1).nonzero().flatten().tolist()
+        if right_padded:
+            raise ValueError(
+                f"prompt {right_padded[0]} has padding after its tokens; decoding appends on the right, so "
+                "pad prompts on the left (padding first, then tokens)"
+            )
+    else:
+        left_padded = (mask[:, 1:] > mask[:, :-1]).any(-1).nonzero().flatten().tolist()
+        if left_padded:
+            raise ValueError(
+                f"source {left_padded[0]} has padding before its tokens; an encoder numbers positions "
+                "from the first column, so pad sources on the right (tokens first, then padding)"
+            )
     return None if bool(mask.all()) else mask
 
 
@@ -189,121 +201,6 @@ def fit_context(batch: PromptBatch, config: GenerationConfig, context: int | Non
     return PromptBatch(batch.input_ids[:, -keep:], mask, truncated=length - keep)
 
 
-class Stepper:
-    """Runs a decoder one token at a time over a growing batch of sequences.
-
-    Holds the token buffer, the attention mask, each row's next position and the KV cache, so the
-    strategies only decide *which* tokens come next. With ``cache="none"`` every step reruns the
-    whole sequence (the reference the cached paths are tested against).
-
-    With ``slide_window``, columns before ``offset`` have slid out of the model's view: when the
-    sequence would outgrow the context, ``offset`` moves so that the latest 3/4 of the context
-    remain, and they are re-encoded from scratch (positions restart at the window's start).
-    """
-
-    def __init__(self, model: nn.Module, batch: PromptBatch, config: GenerationConfig) -> None:
-        self.model = model
-        ids, mask = batch.input_ids, batch.attention_mask
-        b, t = ids.shape
-        self.prompt_length = t
-        self.length = t
-        self.offset = 0
-        context = getattr(model, "max_seq_len", None)
-        self.window: int | None = context if config.slide_window else None  # None: no sliding
-        self.cache_kind = config.cache
-        total = t + config.max_new_tokens
-        self.cache_len = total if self.window is None else min(total, self.window)
-        self.tokens = ids.new_full((b, total), config.pad_token_id)  # (B, T + n_new)
-        self.tokens[:, :t] = ids
-        self.mask: Tensor | None = None
-        self.next_pos: Tensor | None = None
-        if mask is not None:
-            self.mask = torch.ones((b, total), dtype=mask.dtype, device=mask.device)
-            self.mask[:, :t] = mask
-            self.next_pos = mask.sum(-1, keepdim=True)  # (B, 1): position of column pos_base
-        self.pos_base = t
-        self.cache = None if config.cache == "none" else model.new_cache(b, max_len=self.cache_len, kind=config.cache)
-        self.head_override: dict[str, ShortlistHead] = {}
-        if config.greedy and config.greedy_shortlist and config.repetition_penalty == 1.0 and not config.output_logits:
-            head = shortlist_head(model)
-            if head is not None:  # logits are -inf where a token cannot win: argmax is unchanged
-                self.head_override = {"lm_head": head}
-
-    def _positions(self, start: int, end: int) -> Tensor | None:
-        if self.mask is None:
-            return None
-        window = self.mask[:, self.offset : end]
-        return (window.cumsum(-1) - 1).clamp_min(0)[:, start - self.offset :]  # (B, end - start)
-
-    def prefill(self) -> Tensor:
-        """Run the prompt; ``(B, V)`` logits for the first new token."""
-        return self._run(0, self.length)
-
-    def step(self, next_tokens: Tensor) -> Tensor:
-        """Append ``(B,)`` tokens; ``(B, V)`` logits for the token after them."""
-        self.tokens[:, self.length] = next_tokens
-        self.length += 1
-        if self.window is not None and self.length - self.offset > self.window:
-            self._slide()
-            return self._run(self.offset, self.length)
-        if self.cache is None:
-            return self._run(self.offset, self.length)
-        return self._run(self.length - 1, self.length)
-
-    def _slide(self) -> None:
-        """Drop the oldest columns so the latest 3/4 of the context remain; restart the cache."""
-        keep = max(1, self.window - self.window // 4)
-        self.offset = self.length - keep
-        if self.cache is not None:
-            self.cache = self.model.new_cache(self.tokens.shape[0], max_len=self.cache_len, kind=self.cache_kind)
-        if self.mask is not None:
-            self.next_pos = self.mask[:, self.offset : self.length].sum(-1, keepdim=True)
-            self.pos_base = self.length
-
-    def feed(self, tokens: Tensor) -> Tensor:
-        """Append ``(B, n)`` tokens in one forward pass; ``(B, n, V)`` logits after each of them."""
-        n = tokens.shape[1]
-        self.tokens[:, self.length : self.length + n] = tokens
-        self.length += n
-        return self._run(self.length - n, self.length, keep=n)
-
-    def rollback(self, n: int) -> None:
-        """Forget the last ``n`` tokens (rejected guesses), in the buffer and in the cache."""
-        self.length -= n
-        self.cache.crop(self.length)
-
-    def append_only(self, next_tokens: Tensor) -> None:
-        """Record the last tokens without running the model (the loop is over)."""
-        self.tokens[:, self.length] = next_tokens
-        self.length += 1
-
-    def _run(self, start: int, end: int, keep: int = 0) -> Tensor:
-        """Logits after position ``end - 1`` (``(B, V)``), or after each of the last ``keep`` positions."""
-        mask = None if self.mask is None else self.mask[:, self.offset : end]
-        if self.next_pos is not None and end - start == 1 and start >= self.pos_base:
-            positions = self.next_pos + (end - 1 - self.pos_base)  # (B, 1), no cumsum per step
-        else:
-            positions = self._positions(start, end)
-        out = self.model(
-            self.tokens[:, start:end],
-            attention_mask=mask,
-            cache=self.cache,
-            position_ids=positions,
-            logits_to_keep=keep or 1,
-            **self.head_override,
-        )
-        return out.logits if keep else out.logits[:, -1]  # (B, keep, V) or (B, V)
-
-    def reorder(self, index: Tensor) -> None:
-        """Keep rows ``index`` (beam search: the surviving beams, possibly repeated)."""
-        self.tokens = self.tokens.index_select(0, index)
-        if self.mask is not None:
-            self.mask = self.mask.index_select(0, index)
-            self.next_pos = self.next_pos.index_select(0, index)
-        if self.cache is not None:
-            self.cache.reorder(index)
-
-
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Decode without dropout, and hand the model back in the mode it came in."""
@@ -324,26 +221,93 @@ def prepare_for_model(
 ) -> PromptBatch:
     """Pad the prompts, check their ids against the vocabulary and fit them into the context.
 
-    Also readies the model's linear layers for fast matrix-vector products on a CPU: the C kernel
-    (``kernels.use_fast_linear``), else column-major weights for MKL (``layout.decode_layout``).
-    Both keep the same values and parameters; a second call finds nothing left to do.
+    For an encoder-decoder the prompts are its sources: they are padded on the right and encoded
+    here, once, and the batch returned holds the decoder start tokens and the encoder state.
+    With ``config.cpu_kernels`` on a CPU, the model's linear layers are readied first (see
+    :func:`use_cpu_kernels`).
     """
     device = next(model.parameters()).device
-    if device.type == "cpu":
-        if kernels_available():
-            use_fast_linear(model)
-        else:
-            decode_layout(model)
+    if config.cpu_kernels and device.type == "cpu":
+        use_cpu_kernels(model)
+    if is_encoder_decoder(model):
+        return encode_sources(model, input_ids, attention_mask, config, tokenizer, device)
     batch = prepare_prompts(
         input_ids, attention_mask, pad_token_id=config.pad_token_id, tokenizer=tokenizer, device=device
     )
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if vocab is not None:
-        ids = batch.input_ids if batch.attention_mask is None else batch.input_ids[batch.attention_mask.bool()]
-        bad = ids[(ids < 0) | (ids >= vocab)]
-        if bad.numel():
-            raise ValueError(f"token id {int(bad[0])} is outside the model's vocabulary of {vocab} tokens")
+    _check_vocabulary(model, batch)
     return fit_context(batch, config, getattr(model, "max_seq_len", None))
+
+
+def use_cpu_kernels(model: nn.Module) -> None:
+    """Ready a CPU model's linear layers for fast matrix-vector products, in place.
+
+    With the C kernels, every ``nn.Linear`` becomes a ``glassformer.kernels.FastLinear`` (same
+    parameters; ``glassformer.kernels.use_torch_linear(model)`` undoes it), and the first switch
+    on a model says so in one log line. Without them, the weights are re-stored column-major for
+    MKL (``layout.decode_layout``: same values, other strides). A second call finds nothing to do.
+    """
+    if not kernels_available():
+        decode_layout(model)
+        return
+    switched = use_fast_linear(model)
+    if switched:
+        logger.warning(
+            "generate: switched %d nn.Linear layers of %s to glassformer.kernels.FastLinear in place "
+            "(same parameters, faster decoding on a CPU); glassformer.kernels.use_torch_linear(model) "
+            "undoes it, and GenerationConfig(cpu_kernels=False) leaves the model as it is",
+            switched, type(model).__name__,
+        )  # fmt: skip
+
+
+def is_encoder_decoder(model: nn.Module) -> bool:
+    """Whether ``generate`` drives ``model`` through the encoder-decoder contract (``decode.py``)."""
+    return callable(getattr(model, "encode_for_generation", None))
+
+
+def encode_sources(
+    model: nn.Module,
+    input_ids: PromptInput,
+    attention_mask: Tensor | None,
+    config: GenerationConfig,
+    tokenizer: Tokenizer | None,
+    device: torch.device,
+) -> PromptBatch:
+    """Right-pad and check the sources, run the encoder once; the decoder's start batch."""
+    for name in ("truncate_prompt", "slide_window"):
+        if getattr(config, name):
+            raise ValueError(
+                f"{name}=True changes a decoder's prompt; an encoder-decoder's prompt is its source, "
+                "which is kept whole: shorten the source instead"
+            )
+    source = prepare_prompts(
+        input_ids, attention_mask, pad_token_id=config.pad_token_id, tokenizer=tokenizer, device=device,
+        padding_side="right",
+    )  # fmt: skip
+    _check_vocabulary(model, source)
+    context = model.max_seq_len
+    if source.input_ids.shape[1] > context:
+        raise ValueError(
+            f"the source ({source.input_ids.shape[1]} tokens) is longer than the model's max_seq_len="
+            f"{context}; shorten it"
+        )
+    if config.max_new_tokens > context:  # the decoder is fed its start token and every new token but the last
+        raise ValueError(
+            f"max_new_tokens={config.max_new_tokens} needs more decoder positions than the model's "
+            f"max_seq_len={context}; lower max_new_tokens"
+        )
+    state = model.encode_for_generation(source.input_ids, source.attention_mask)
+    start = torch.full((source.input_ids.shape[0], 1), model.decoder_start_token_id, dtype=torch.long, device=device)
+    return PromptBatch(start, None, encoder_state=state)
+
+
+def _check_vocabulary(model: nn.Module, batch: PromptBatch) -> None:
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None:
+        return
+    ids = batch.input_ids if batch.attention_mask is None else batch.input_ids[batch.attention_mask.bool()]
+    bad = ids[(ids < 0) | (ids >= vocab)]
+    if bad.numel():
+        raise ValueError(f"token id {int(bad[0])} is outside the model's vocabulary of {vocab} tokens")
 
 
 class SamplingLoop:
@@ -489,13 +453,13 @@ def generate(
 
     ``input_ids``: a ``(T,)`` or ``(B, T)`` tensor (with ``attention_mask`` for left padding), a
     list of token ids, a list of such lists (padded here), or text when a ``tokenizer`` is given.
+    For an encoder-decoder they are the sources (right padding), and the output holds only the
+    target tokens; the tokenizer encodes the sources and decodes the targets.
     """
     config = _resolve(config, overrides)
     with eval_mode(model), torch.inference_mode():
         batch = prepare_for_model(model, input_ids, attention_mask, config, tokenizer)
         if config.strategy == "beam":
-            from glassformer.generate.beam import beam_search
-
             return beam_search(model, batch, config, tokenizer)
         loop = SamplingLoop(model, batch, config, tokenizer)
         for _ in loop:
@@ -523,7 +487,7 @@ def stream(
         raise ValueError(
             "beam search keeps several candidates until the end, so it cannot stream; use generate()"
         )
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():  # an encoder-decoder's encoder runs here
         batch = prepare_for_model(model, input_ids, attention_mask, config, tokenizer)
     return _stream_pieces(model, batch, config, tokenizer)
 

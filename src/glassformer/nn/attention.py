@@ -28,7 +28,7 @@ from glassformer.nn.masks import causal_mask, check_mask_shape, to_additive
 from glassformer.nn.positional import apply_rotary
 
 if TYPE_CHECKING:
-    from glassformer.nn.cache import KVCache
+    from glassformer.nn.cache import CrossAttentionCache, KVCache
 
 Backend = Literal["eager", "sdpa", "flash"]
 BACKENDS: tuple[str, ...] = ("eager", "sdpa", "flash")
@@ -245,6 +245,10 @@ class MultiHeadAttention(nn.Module):
     Self-attention when ``context`` is None, cross-attention otherwise (keys and values come from
     ``context``, e.g. the encoder output). Rotary embeddings, when given as ``rope=(cos, sin)``, are
     applied to q and k before the KV cache stores k, so cached keys are already rotated.
+
+    ``context_cache`` (cross-attention over a context that stays the same from call to call, as
+    the encoder output does while decoding): the first call stores the context's keys and values
+    for ``layer_idx``, later calls reuse them and skip the ``k_proj``/``v_proj`` projections.
     """
 
     def __init__(
@@ -293,6 +297,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         rope: tuple[Tensor, Tensor] | None = None,
         cache: KVCache | None = None,
+        context_cache: CrossAttentionCache | None = None,
         layer_idx: int = 0,
         return_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
@@ -303,11 +308,20 @@ class MultiHeadAttention(nn.Module):
                 f"input dtype {x.dtype} does not match the layer's {self.q_proj.weight.dtype} weights; "
                 "convert one of them (model.to(dtype) or x.to(dtype))"
             )
+        if context_cache is not None and (context is None or rope is not None):
+            raise ValueError(
+                "context_cache keeps the keys and values of a fixed context (cross-attention): pass "
+                "context= and no rope= with it"
+            )
         b, t, _ = x.shape
-        src = x if context is None else context
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(src).view(b, src.shape[1], self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(src).view(b, src.shape[1], self.n_kv_heads, self.head_dim).transpose(1, 2)
+        cached = None if context_cache is None else context_cache.get(layer_idx)
+        if cached is not None:
+            k, v = cached  # (B, Hkv, S, hd), projected on the first call
+        else:
+            k, v = self._project_kv(x if context is None else context)
+            if context_cache is not None:
+                context_cache.store(layer_idx, k, v)
         if rope is not None:
             q, k = apply_rotary(q, k, *rope)
         if cache is not None:
@@ -326,4 +340,11 @@ class MultiHeadAttention(nn.Module):
         )
         y = y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.o_proj(y), weights
+
+    def _project_kv(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, S, kv_dim)`` -> keys and values ``(B, Hkv, S, hd)``."""
+        b, s, _ = src.shape
+        k = self.k_proj(src).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(src).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return k, v
 

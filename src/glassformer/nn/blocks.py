@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from glassformer.nn.attention import Backend, MultiHeadAttention
-from glassformer.nn.cache import KVCache
+from glassformer.nn.cache import CrossAttentionCache, KVCache
 from glassformer.nn.ffn import Activation, FeedForward
 from glassformer.nn.norms import NormKind, make_norm
 
@@ -92,8 +92,11 @@ class TransformerBlock(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         context_bias: Tensor | None = None,
+        context_cache: CrossAttentionCache | None = None,
         return_weights: bool = False,
     ) -> BlockOutput:
+        """One block. ``context_cache`` keeps the cross-attention keys/values of ``context`` from the
+        first call on (decoding: the encoder output does not change from token to token)."""
         x, self_w = self._residual(
             x,
             self.attn_norm,
@@ -110,7 +113,8 @@ class TransformerBlock(nn.Module):
                 x,
                 self.cross_norm,
                 lambda h: self.cross_attn(
-                    h, context, mask=context_mask, bias=context_bias, return_weights=return_weights
+                    h, context, mask=context_mask, bias=context_bias, context_cache=context_cache,
+                    layer_idx=layer_idx, return_weights=return_weights,
                 ),
             )  # (B, T, C)
         x, _ = self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None))  # (B, T, C)
@@ -129,7 +133,8 @@ class TransformerStack(nn.Module):
 
     An encoder stack is ``TransformerStack(..., cross_attention=False)`` called without
     ``is_causal``; a decoder stack is called with ``is_causal=True`` and, when
-    ``cross_attention=True``, a ``context``. ``gradient_checkpointing`` trades compute for memory:
+    ``cross_attention=True``, a ``context`` (while decoding, with a ``context_cache`` that keeps
+    each layer's keys and values of it after the first step). ``gradient_checkpointing`` trades compute for memory:
     each block's activations are recomputed in the backward pass instead of stored.
     """
 
@@ -155,6 +160,7 @@ class TransformerStack(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         context_bias: Tensor | None = None,
+        context_cache: CrossAttentionCache | None = None,
         return_weights: bool = False,
     ) -> StackOutput:
         attentions: list[Tensor] = []
@@ -163,9 +169,9 @@ class TransformerStack(nn.Module):
             kwargs = dict(
                 mask=mask, bias=bias, is_causal=is_causal, rope=rope, cache=cache, layer_idx=i,
                 context=context, context_mask=context_mask, context_bias=context_bias,
-                return_weights=return_weights,
+                context_cache=context_cache, return_weights=return_weights,
             )
-            if self.gradient_checkpointing and self.training and cache is None:
+            if self.gradient_checkpointing and self.training and cache is None and context_cache is None:
                 out = torch.utils.checkpoint.checkpoint(lambda h, kw=kwargs, f=layer: f(h, **kw), x, use_reentrant=False)
             else:
                 out = layer(x, **kwargs)

@@ -10,6 +10,13 @@ of every earlier token. A cache keeps them per layer so they are computed once. 
 Both expose ``update(layer_idx, k, v) -> (all_k, all_v)``, ``seq_len()`` (positions already
 stored), ``reorder(index)`` (beam search keeps the rows of the surviving beams) and
 ``crop(length)`` (forget positions from ``length`` on: speculative decoding drops rejected drafts).
+
+An encoder-decoder needs two more things per decoder layer. Its cross-attention reads keys and
+values of the encoder output, which does not change while decoding: ``CrossAttentionCache``
+keeps them from the first step on, so they are projected once instead of once per token.
+``EncoderDecoderCache`` pairs it with a self-attention cache so that ``reorder`` (beam search)
+moves both, and ``EncoderState`` is the encoder output and source padding mask the decoder
+attends to, reordered the same way.
 """
 
 from __future__ import annotations
@@ -111,3 +118,71 @@ class StaticCache(KVCache):
 
     def crop(self, length: int) -> None:
         self.lengths = [min(n, length) for n in self.lengths]  # later writes overwrite the rest
+
+
+class CrossAttentionCache:
+    """Per-layer keys/values ``(B, Hkv, S, head_dim)`` of a context that stays fixed (the encoder output).
+
+    Filled by ``MultiHeadAttention(..., context_cache=)`` on its first call for a layer and read
+    on every later call, so the context's key/value projections run once per generation.
+    """
+
+    def __init__(self) -> None:
+        self.keys: dict[int, Tensor] = {}
+        self.values: dict[int, Tensor] = {}
+
+    def get(self, layer_idx: int) -> tuple[Tensor, Tensor] | None:
+        """The stored ``(k, v)`` of a layer, or None before its first call."""
+        if layer_idx not in self.keys:
+            return None
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def store(self, layer_idx: int, k: Tensor, v: Tensor) -> None:
+        self.keys[layer_idx] = k
+        self.values[layer_idx] = v
+
+    def reorder(self, index: Tensor) -> None:
+        self.keys = {i: k.index_select(0, index) for i, k in self.keys.items()}
+        self.values = {i: v.index_select(0, index) for i, v in self.values.items()}
+
+
+class EncoderDecoderCache(KVCache):
+    """A decoder's self-attention cache and its cross-attention cache, reordered together.
+
+    ``update``, ``seq_len`` and ``crop`` act on the self-attention part (the only one that grows);
+    ``reorder`` moves the rows of both, so a beam keeps the source it was decoding.
+    """
+
+    def __init__(self, self_attn: KVCache, cross_attn: CrossAttentionCache | None = None) -> None:
+        self.self_attn = self_attn
+        self.cross_attn = CrossAttentionCache() if cross_attn is None else cross_attn
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.self_attn.update(layer_idx, k, v)
+
+    def seq_len(self, layer_idx: int = 0) -> int:
+        return self.self_attn.seq_len(layer_idx)
+
+    def reorder(self, index: Tensor) -> None:
+        self.self_attn.reorder(index)
+        self.cross_attn.reorder(index)
+
+    def crop(self, length: int) -> None:
+        self.self_attn.crop(length)
+
+
+class EncoderState:
+    """What a decoder step needs of the encoder: its output ``(B, S, C)`` and the source mask ``(B, S)``.
+
+    Computed once per generation; ``reorder`` keeps it aligned with the decoder's rows when beam
+    search expands each source into beams and then follows the surviving ones.
+    """
+
+    def __init__(self, hidden: Tensor, attention_mask: Tensor | None = None) -> None:
+        self.hidden = hidden
+        self.attention_mask = attention_mask
+
+    def reorder(self, index: Tensor) -> None:
+        self.hidden = self.hidden.index_select(0, index)
+        if self.attention_mask is not None:
+            self.attention_mask = self.attention_mask.index_select(0, index)

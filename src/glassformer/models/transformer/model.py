@@ -22,15 +22,16 @@ The presets (``transformer-base``, the paper's base model, and its tiny twin) ar
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from glassformer.generate import generate
 from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
 from glassformer.models.transformer.config import TransformerConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
-from glassformer.nn.cache import DynamicCache, KVCache
+from glassformer.nn.cache import DynamicCache, EncoderDecoderCache, EncoderState, KVCache, StaticCache
 from glassformer.nn.masks import padding_mask
 from glassformer.nn.positional import SinusoidalPositionalEncoding
 
@@ -138,16 +139,21 @@ class Transformer(ModelBase):
         """Target ids ``(B, T)`` + memory ``(B, S, C)`` -> decoder states ``(B, T, C)``.
 
         With a ``cache`` the ids are the *next* tokens: their positions continue after the cached
-        ones, and ``tgt_attention_mask`` (if any) must cover cached and new tokens together.
+        ones, and ``tgt_attention_mask`` (if any) must cover cached and new tokens together. An
+        :class:`EncoderDecoderCache` also keeps the cross-attention keys/values of ``memory``
+        from the first call on.
         """
         past = cache.seq_len() if cache is not None else 0
         b, t = tgt.shape
         self_mask = _check_attention_mask(tgt_attention_mask, (b, past + t), "tgt_attention_mask")
         context_mask = _check_attention_mask(src_attention_mask, tuple(memory.shape[:2]), "src_attention_mask")
         x = self.embed_target(tgt, offset=past)  # (B, T, C)
+        self_cache, cross_cache = cache, None
+        if isinstance(cache, EncoderDecoderCache):
+            self_cache, cross_cache = cache.self_attn, cache.cross_attn
         return self.decoder(
-            x, mask=self_mask, is_causal=True, cache=cache, context=memory, context_mask=context_mask,
-            return_weights=return_weights,
+            x, mask=self_mask, is_causal=True, cache=self_cache, context=memory, context_mask=context_mask,
+            context_cache=cross_cache, return_weights=return_weights,
         )
 
     # -- training ------------------------------------------------------------------------------
@@ -203,34 +209,70 @@ class Transformer(ModelBase):
         }
         return loss, metrics
 
-    # -- inference -----------------------------------------------------------------------------
+    # -- inference: glassformer.generate's encoder-decoder contract (generate/decode.py) ----------
 
-    @torch.no_grad()
+    @property
+    def max_seq_len(self) -> int:
+        """The longest source, and the most target positions (one sinusoidal table serves both)."""
+        return self.config.max_seq_len
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        """Every translation starts from ``bos_token_id`` (the decoder input of training, shifted right)."""
+        return self.config.bos_token_id
+
+    def new_cache(
+        self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
+    ) -> EncoderDecoderCache:
+        """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
+        c = self.config
+        if kind == "dynamic":
+            return EncoderDecoderCache(DynamicCache())
+        if kind != "static":
+            raise ValueError(f"unknown cache kind {kind!r}; expected 'dynamic' or 'static'")
+        weight = self.tgt_embed.weight
+        self_attn = StaticCache(
+            c.n_decoder_layers, batch_size, c.n_heads, c.max_seq_len if max_len is None else max_len,
+            c.dim // c.n_heads, dtype=weight.dtype, device=weight.device,
+        )  # fmt: skip
+        return EncoderDecoderCache(self_attn)
+
+    def encode_for_generation(self, src: Tensor, src_attention_mask: Tensor | None = None) -> EncoderState:
+        """Run the encoder once: its output and the source mask, which every decoder step attends to."""
+        return EncoderState(self.encode(src, src_attention_mask).hidden, src_attention_mask)
+
+    def decode_step(
+        self,
+        decoder_input_ids: Tensor,
+        *,
+        encoder_state: EncoderState,
+        cache: KVCache | None = None,
+        attention_mask: Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> ModelOutput:
+        """Logits ``(B, T or logits_to_keep, V)`` after the decoder inputs (the next ones, with a cache)."""
+        dec = self.decode(
+            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache
+        )
+        h = dec.hidden[:, -logits_to_keep:] if logits_to_keep > 0 else dec.hidden  # (B, T', C)
+        return ModelOutput(logits=self.generator(h), cache=cache)
+
     def greedy_translate(
         self, src: Tensor, src_attention_mask: Tensor | None = None, max_new_tokens: int | None = None
     ) -> Tensor:
-        """Greedy decoding: ``(B, S)`` source ids -> ``(B, T)`` target ids (no ``bos``).
+        """Greedy decoding: ``(B, S)`` right-padded source ids -> ``(B, T)`` target ids (no ``bos``).
 
-        The encoder runs once; the decoder runs one token at a time with a KV cache for its
-        self-attention. A row that produced ``eos_token_id`` is filled with ``pad_token_id`` afterwards; decoding
-        stops when every row has finished or after ``max_new_tokens`` (default: source length + 50,
-        the paper's limit, capped by ``max_seq_len``). Call ``model.eval()`` first to turn dropout off.
+        ``glassformer.generate.generate`` with a KV cache and the cross-attention keys/values
+        computed once, in eval mode, leaving the model's layers as they are (``cpu_kernels=False``).
+        A row that produced ``eos_token_id`` is filled with ``pad_token_id`` afterwards; decoding
+        stops when every row has finished or after ``max_new_tokens`` (default: source length +
+        50, the paper's limit, capped by ``max_seq_len``).
         """
         c = self.config
-        b = src.shape[0]
         if max_new_tokens is None:
             max_new_tokens = min(src.shape[1] + 50, c.max_seq_len)
-        memory = self.encode(src, src_attention_mask).hidden  # (B, S, C)
-        cache = DynamicCache()
-        token = torch.full((b, 1), c.bos_token_id, dtype=torch.long, device=src.device)
-        done = torch.zeros(b, dtype=torch.bool, device=src.device)
-        out: list[Tensor] = []
-        for _ in range(max_new_tokens):
-            h = self.decode(token, memory, src_attention_mask, cache=cache).hidden  # (B, 1, C)
-            nxt = self.generator(h[:, -1]).argmax(-1).masked_fill(done, c.pad_token_id)  # (B,)
-            out.append(nxt)
-            done |= nxt == c.eos_token_id
-            if bool(done.all()):
-                break
-            token = nxt[:, None]
-        return torch.stack(out, dim=1)
+        out = generate(
+            self, src, src_attention_mask, strategy="greedy", max_new_tokens=max_new_tokens,
+            stop_token_ids=(c.eos_token_id,), pad_token_id=c.pad_token_id, cpu_kernels=False,
+        )  # fmt: skip
+        return out.sequences[:, out.prompt_length :].clone()  # a clone made here is no inference tensor
