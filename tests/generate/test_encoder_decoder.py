@@ -249,3 +249,18 @@ def test_the_model_comes_back_in_training_mode(model):
         assert model.training
     finally:
         model.eval()
+
+
+def test_generate_verb_prints_an_encoder_decoder_answer_without_the_source(tmp_path, capsys) -> None:
+    from glassformer.cli import main
+    from glassformer.registry import build
+    from glassformer.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz ")
+    n = tokenizer.vocab_size
+    model = build("transformer-base-tiny", vocab_size=n, tgt_vocab_size=n)
+    model.save(tmp_path / "mt")
+    tokenizer.save(tmp_path / "mt")
+    assert main(["generate", str(tmp_path / "mt"), "--prompt", "hello", "--max-new-tokens", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert not printed.startswith("hello") and 0 < len(printed.strip("\n")) <= 5 * 8

@@ -82,7 +82,8 @@ def _generate(args: argparse.Namespace) -> int:
         prompt_lookup=args.prompt_lookup,
     )
     out = sys.stdout
-    out.write(args.prompt)
+    if not hasattr(ckpt.model, "encode_for_generation"):
+        out.write(args.prompt)  # a decoder continues the prompt; an encoder-decoder answers it
     if config.strategy == "beam":
         result = generate(ckpt.model, args.prompt, config=config, tokenizer=ckpt.tokenizer)
         out.write(result.texts[0])
