@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from glassformer.utils.commands import AddParser
 
 STRATEGIES: dict[str, dict[str, object]] = {

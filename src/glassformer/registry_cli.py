@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from glassformer.utils.commands import AddParser
 
 

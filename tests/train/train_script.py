@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tiny  # noqa: E402
 
-from glassformer.utils.weights import save_model_weights  # noqa: E402
 from glassformer.train import TrainConfig, Trainer  # noqa: E402
+from glassformer.utils.weights import save_model_weights  # noqa: E402
 
 
 def main() -> int:

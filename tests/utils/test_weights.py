@@ -11,7 +11,13 @@ from torch import nn
 
 from glassformer.cli import main
 from glassformer.utils.weights import (
-    WeightsError, load_into, model_state, read_config, read_safetensors, read_torch_weights, save_model_weights,
+    WeightsError,
+    load_into,
+    model_state,
+    read_config,
+    read_safetensors,
+    read_torch_weights,
+    save_model_weights,
     write_safetensors,
 )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from glassformer.data.tokens import TokenData, token_dtype, write_meta, write_tokens
+from glassformer.utils.config import unknown_keys_message
 from glassformer.utils.paths import data_file
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def causal_lm_data(train_config: Any, model_config: Any, request: DataRequest) -
     known = {"dir", "text", "tokenizer", "vocab_size", "block_size", "val_fraction"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"unknown data option(s) {unknown} for causal-LM data; valid: {sorted(known)}")
+        raise ValueError("unknown data option: " + unknown_keys_message(unknown, sorted(known), "causal-LM data"))
     if "dir" in options:
         data = TokenData(options["dir"])
     else:

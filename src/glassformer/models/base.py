@@ -17,9 +17,15 @@ from torch import Tensor, nn
 
 from glassformer.utils.config import ConfigMixin
 from glassformer.utils.weights import (
-    CONFIG_NAME, WEIGHTS_NAME, FolderConfig, load_into, read_config, read_safetensors, save_model_weights, write_json,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    FolderConfig,
+    load_into,
+    read_config,
+    read_safetensors,
+    save_model_weights,
+    write_json,
 )
-
 
 IGNORE_INDEX = -100  # a label or target with this value adds nothing to a loss (padding, prompt, unmasked)
 

@@ -35,8 +35,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from glassformer.utils.weights import WeightsError, load_into, read_safetensors, save_model_weights
 from glassformer.utils.config import write_text_atomic
+from glassformer.utils.weights import WeightsError, load_into, read_safetensors, save_model_weights
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")

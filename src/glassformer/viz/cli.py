@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from glassformer.utils.commands import AddParser
 
 

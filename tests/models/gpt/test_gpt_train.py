@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 from glassformer.data import prepare
 from glassformer.data.prepare import causal_lm_data
-from glassformer.registry import DataRequest, get
 from glassformer.models import load_model
 from glassformer.models.gpt import GPT, GPTConfig
+from glassformer.registry import DataRequest, get
 from glassformer.tokenizers import load_tokenizer
 from glassformer.train.config import TrainConfig
 from glassformer.train.trainer import Trainer
@@ -58,7 +57,7 @@ def test_train_data_checks_vocab_and_options(tmp_path) -> None:
     small = GPTConfig(vocab_size=10, max_seq_len=16, n_layers=1, n_heads=2, dim=16)
     with pytest.raises(ValueError, match=r"pass model.vocab_size=\d+"):
         causal_lm_data(train_config, small, _request({"text": str(src)}))
-    with pytest.raises(ValueError, match="unknown data option"):
+    with pytest.raises(ValueError, match="unknown data option: unknown key .txt. \(did you mean .text.\?\)"):
         causal_lm_data(train_config, small, _request({"txt": str(src)}))
     data_dir = tmp_path / "prepared"
     prepare(src, "char", data_dir, progress=False)

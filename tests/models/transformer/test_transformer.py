@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from glassformer import registry
+from glassformer.models.transformer import Transformer, TransformerConfig, example_batch
 from glassformer.nn.cache import DynamicCache, StaticCache
 from glassformer.nn.masks import causal_mask
-from glassformer.models.transformer import Transformer, TransformerConfig, example_batch
 from glassformer.utils.config import ConfigError
-
 from tests.nn.torch_copy import copy_stack
 
 ATOL = 1e-5

@@ -16,6 +16,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
+
 from glassformer.utils.commands import AddParser
 
 

@@ -20,7 +20,6 @@ from glassformer.nn.norms import LayerNorm
 from glassformer.nn.positional import LearnedPositionalEmbedding
 
 
-
 class BertEmbeddings(nn.Module):
     """``norm(word[ids] + position[pos] + segment[type_ids])``, then dropout."""
 

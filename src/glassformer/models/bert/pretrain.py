@@ -22,6 +22,7 @@ import torch
 from glassformer.models.bert.mlm import MLMCollator, continuation_mask
 from glassformer.models.bert.text import BertEncoder, load_vocab_tokenizer, vocab_list
 from glassformer.registry import DataRequest
+from glassformer.utils.config import unknown_keys_message
 from glassformer.utils.paths import data_file
 
 DEFAULT_TOKENIZER = "all-MiniLM-L6-v2"
@@ -100,7 +101,7 @@ def build_mlm_data(train_config: Any, model_config: Any, request: DataRequest | 
     known = {"corpus", "tokenizer", "max_len", "whole_word", "mlm_probability", "eval_fraction"}
     unknown = sorted(set(opts) - known)
     if unknown:
-        raise ValueError(f"unknown data option(s) {unknown} for bert-mlm; valid: {sorted(known)}")
+        raise ValueError("unknown data option: " + unknown_keys_message(unknown, sorted(known), "bert-mlm"))
     if model_config.head != "mlm":
         raise ValueError(f"bert-mlm pretraining needs head='mlm', the model config has head={model_config.head!r}")
     tokenizer = tokenizer_for(opts.get("tokenizer"))

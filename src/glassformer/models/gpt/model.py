@@ -31,7 +31,6 @@ from glassformer.nn.masks import build_attention_mask
 from glassformer.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding
 
 
-
 class GPT(ModelBase):
     """A decoder-only transformer language model; see :class:`GPTConfig` for the variants."""
 
