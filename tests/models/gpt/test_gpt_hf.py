@@ -175,6 +175,7 @@ def test_bad_checkpoints_have_clear_errors(tmp_path) -> None:
     (tmp_path / "bad" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not fit|output rows"):
         from_pretrained(tmp_path / "bad")
-    odd = GPT(GPTConfig(vocab_size=50, max_seq_len=8, n_layers=1, n_heads=2, dim=16, pos_encoding="rope"))
+    # RMSNorm with a plain GELU and learned positions is neither GPT-2, GPT-NeoX nor Llama
+    odd = GPT(GPTConfig(vocab_size=50, max_seq_len=8, n_layers=1, n_heads=2, dim=16, norm="rmsnorm"))
     with pytest.raises(ValueError, match="no Hugging Face architecture"):
         save_pretrained(odd, tmp_path / "odd")

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from glassformer.models.bert.config import BertConfig
@@ -148,8 +149,6 @@ def config_to_hf(config: BertConfig) -> dict[str, Any]:
         )
     if config.pooling != "cls" and config.head == "sequence":
         raise ValueError("pooling='mean' has no Hugging Face BertForSequenceClassification equivalent (it reads [CLS])")
-    if config.type_vocab_size == 0:
-        raise ValueError("type_vocab_size=0 has no Hugging Face BERT equivalent; use type_vocab_size=1")
     roberta = config.position_offset > 0
     arch = HEAD_ARCHITECTURES[config.head]
     if config.head == "mlm" and config.nsp:
@@ -164,7 +163,9 @@ def config_to_hf(config: BertConfig) -> dict[str, Any]:
         "model_type": "roberta" if roberta else "bert",
         "vocab_size": config.vocab_size, "hidden_size": config.dim, "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads, "intermediate_size": config.ffn_dim,
-        "max_position_embeddings": config.max_seq_len, "type_vocab_size": config.type_vocab_size,
+        "max_position_embeddings": config.max_seq_len,
+        # no segments (DistilBERT-style) is one segment whose embedding is zero (state_dict_to_hf)
+        "type_vocab_size": max(config.type_vocab_size, 1),
         "pad_token_id": config.pad_token_id, "layer_norm_eps": config.norm_eps, "hidden_act": act,
         "hidden_dropout_prob": config.dropout, "attention_probs_dropout_prob": config.attn_dropout,
         "classifier_dropout": config.classifier_dropout, "initializer_range": config.init_std,
@@ -209,7 +210,10 @@ def state_dict_from_hf(state: dict[str, Tensor], config: BertConfig) -> tuple[di
 
 
 def state_dict_to_hf(model: Bert) -> dict[str, Tensor]:
-    """Our weights under HF names (task layout: ``bert.`` prefix unless the head is ``none``)."""
+    """Our weights under HF names (task layout: ``bert.`` prefix unless the head is ``none``).
+
+    A model without segments gets a single all-zero segment embedding, which HF BERT adds to
+    every token: the same function, read back as ``type_vocab_size=1``."""
     roberta = model.config.position_offset > 0
     prefix = "roberta." if roberta else "bert."
     inverse = {v: k for k, v in _key_map(model.config, roberta).items()}
@@ -219,6 +223,10 @@ def state_dict_to_hf(model: Bert) -> dict[str, Tensor]:
         if model.config.head == "none":
             hf = hf.removeprefix(prefix)
         out[hf] = tensor.detach().contiguous().cpu()
+    if model.config.type_vocab_size == 0:  # HF BERT always adds a segment embedding: make it add nothing
+        key = "embeddings.token_type_embeddings.weight"
+        zeros = torch.zeros(1, model.config.dim, dtype=model.embeddings.word.weight.dtype)
+        out[key if model.config.head == "none" else prefix + key] = zeros
     return out
 
 
@@ -250,8 +258,12 @@ def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> B
             "open it with glassformer.models.load_model"
         )
     config = config_from_hf(folder_config.data, **overrides)
+    state = read_safetensors(folder)
+    if "pooler" not in overrides and not config.pooler and any(k.endswith("pooler.dense.weight") for k in state):
+        # a masked-LM file that keeps its pooler (HF BertForMaskedLM ignores it; ours carries it on)
+        config = config.replace(pooler=True)
     model = Bert(config)
-    ours, unused_hf = state_dict_from_hf(read_safetensors(folder), config)
+    ours, unused_hf = state_dict_from_hf(state, config)
     new_head = "head" in overrides or "pooler" in overrides
     if unused_hf and not new_head:
         raise WeightsError(f"{folder}: checkpoint tensors the bert family does not know how to place: {unused_hf[:10]}")

@@ -55,7 +55,7 @@ FAMILY = Family(
     formats=(
         Format("huggingface", load="glassformer.models.gpt.hf:from_pretrained",
                save="glassformer.models.gpt.hf:save_pretrained", exports="glassformer.models.gpt.hf:architecture",
-               model_types=("gpt2", "llama")),
+               model_types=("gpt2", "gpt_neox", "llama")),
         Format("gguf", load="glassformer.models.gpt.gguf:load_gguf_model", bundle="glassformer.models.gpt.gguf:load_gguf",
                suffixes=(".gguf",)),
     ),

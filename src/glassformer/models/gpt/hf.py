@@ -1,8 +1,8 @@
-"""Hugging Face checkpoints <-> glassformer GPT: GPT-2 (``GPT2LMHeadModel``) and Llama (``LlamaForCausalLM``).
+"""Hugging Face checkpoints <-> glassformer GPT: GPT-2 (``GPT2LMHeadModel``), GPT-NeoX
+(``GPTNeoXForCausalLM``) and Llama (``LlamaForCausalLM``).
 
 A Hugging Face folder holds ``config.json`` (field names differ per architecture) and
-``model.safetensors`` (tensor names differ too). Converting is renaming, plus two twists for
-GPT-2, whose code predates ``nn.Linear`` conventions:
+``model.safetensors`` (tensor names differ too). Converting is renaming, plus a few twists:
 
 * GPT-2's layers are ``Conv1D`` modules that store their weight as ``(in, out)``, the transpose
   of ``nn.Linear``'s ``(out, in)``: every GPT-2 matrix is transposed on the way in and out.
@@ -10,9 +10,15 @@ GPT-2, whose code predates ``nn.Linear`` conventions:
   ``3 * dim``; its output columns are ``[q | k | v]``. After the transpose the rows are
   ``[q; k; v]``, so splitting into three equal row blocks gives our ``q_proj``, ``k_proj``,
   ``v_proj`` (and the bias splits the same way). Exporting concatenates them back.
+* GPT-NeoX fuses them too, but per head: its ``query_key_value`` output is viewed as
+  ``(heads, 3 * head_dim)`` and chunked, so the rows run ``[h0 q; h0 k; h0 v; h1 q; ...]``.
+* GPT-2 and GPT-NeoX always have biases (NeoX's MLP and both architectures' LayerNorms cannot
+  leave them out): a bias-free model (nanoGPT's ``bias=False``) is written with exact-zero
+  biases, and a file whose biases are all exactly zero is read back as ``bias=False``.
 
 Llama's names map one to one onto ours and need no transposes. Tied embeddings: the file
-stores the embedding matrix once and ``lm_head.weight`` is absent (or equal to it).
+stores the embedding matrix once and ``lm_head.weight`` is absent (or equal to it). Which of
+our configs export to which architecture: :func:`model_type` and ``docs/hf-export.md``.
 """
 
 from __future__ import annotations
@@ -87,6 +93,43 @@ LLAMA_KEYS: KeyMap = {
 }
 LLAMA_IGNORED = re.compile(r"rotary_emb\.inv_freq$")  # a recomputable buffer some old files hold
 
+NEOX_KEYS: KeyMap = {
+    "gpt_neox.embed_in.weight": "wte.weight",
+    "gpt_neox.layers.{}.input_layernorm.weight": "stack.layers.{}.attn_norm.weight",
+    "gpt_neox.layers.{}.input_layernorm.bias": "stack.layers.{}.attn_norm.bias",
+    "gpt_neox.layers.{}.attention.query_key_value.weight": (
+        "stack.layers.{}.attn.q_proj.weight", "stack.layers.{}.attn.k_proj.weight", "stack.layers.{}.attn.v_proj.weight",
+    ),
+    "gpt_neox.layers.{}.attention.query_key_value.bias": (
+        "stack.layers.{}.attn.q_proj.bias", "stack.layers.{}.attn.k_proj.bias", "stack.layers.{}.attn.v_proj.bias",
+    ),
+    "gpt_neox.layers.{}.attention.dense.weight": "stack.layers.{}.attn.o_proj.weight",
+    "gpt_neox.layers.{}.attention.dense.bias": "stack.layers.{}.attn.o_proj.bias",
+    "gpt_neox.layers.{}.post_attention_layernorm.weight": "stack.layers.{}.ffn_norm.weight",
+    "gpt_neox.layers.{}.post_attention_layernorm.bias": "stack.layers.{}.ffn_norm.bias",
+    "gpt_neox.layers.{}.mlp.dense_h_to_4h.weight": "stack.layers.{}.ffn.up.weight",
+    "gpt_neox.layers.{}.mlp.dense_h_to_4h.bias": "stack.layers.{}.ffn.up.bias",
+    "gpt_neox.layers.{}.mlp.dense_4h_to_h.weight": "stack.layers.{}.ffn.down.weight",
+    "gpt_neox.layers.{}.mlp.dense_4h_to_h.bias": "stack.layers.{}.ffn.down.bias",
+    "gpt_neox.final_layer_norm.weight": "stack.final_norm.weight",
+    "gpt_neox.final_layer_norm.bias": "stack.final_norm.bias",
+    # transformers 4 named the head embed_out; 5 reads that name too, so it is what we write
+    "embed_out.weight": "lm_head.weight",
+}  # fmt: skip
+# Buffers old GPT-NeoX files (Pythia) carry: the causal mask and the rotary frequencies.
+NEOX_IGNORED = re.compile(r"\.attention\.(bias|masked_bias)$|rotary_emb\.inv_freq$")
+
+# model_type -> (key map, buffers to ignore, HF class)
+ARCHITECTURES: dict[str, tuple[KeyMap, re.Pattern[str], str]] = {
+    "gpt2": (GPT2_KEYS, GPT2_IGNORED, "GPT2LMHeadModel"),
+    "gpt_neox": (NEOX_KEYS, NEOX_IGNORED, "GPTNeoXForCausalLM"),
+    "llama": (LLAMA_KEYS, LLAMA_IGNORED, "LlamaForCausalLM"),
+}
+# Architectures whose files always hold biases: bias=False is written (and read) as exact zeros.
+ALWAYS_BIASED = ("gpt2", "gpt_neox")
+# Hugging Face's name of each plain activation GPT-2 and GPT-NeoX accept.
+ACTIVATIONS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
+
 HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
                   "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}  # fmt: skip
 # Files of a Hugging Face tokenizer that travel with the weights.
@@ -118,12 +161,10 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
             dropout=0.0, init_std=hf.get("initializer_range", 0.02),
             **_special_ids(hf),
         )  # fmt: skip
+    if kind == "gpt_neox":
+        return _neox_config(hf, source)
     if kind == "llama":
-        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise ValueError(f"{source}: RoPE scaling {rope_type!r} is not supported (only 'default')")
-        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        theta = _rope(hf, source).get("rope_theta", hf.get("rope_theta", 10000.0))
         if hf.get("hidden_act", "silu") != "silu":
             raise ValueError(f"{source}: Llama with hidden_act={hf['hidden_act']!r} is not supported (only 'silu')")
         attention_bias, mlp_bias = hf.get("attention_bias", False), hf.get("mlp_bias", False)
@@ -144,8 +185,46 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
         )  # fmt: skip
     raise ValueError(
         f"{source}: model_type {kind!r} is not a GPT-family architecture glassformer reads; "
-        "supported: 'gpt2' (GPT2LMHeadModel) and 'llama' (LlamaForCausalLM)"
+        "supported: 'gpt2' (GPT2LMHeadModel), 'gpt_neox' (GPTNeoXForCausalLM) and 'llama' (LlamaForCausalLM)"
     )
+
+
+def _rope(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """The RoPE parameters of a config.json (transformers 5's ``rope_parameters`` or the older
+    ``rope_scaling``); only unscaled RoPE is something glassformer computes."""
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ValueError(f"{source}: RoPE scaling {rope_type!r} is not supported (only 'default')")
+    return rope
+
+
+def _neox_config(hf: dict[str, Any], source: str) -> GPTConfig:
+    """GPT-NeoX as glassformer runs it: sequential residuals, RoPE on the whole head.
+
+    ``bias`` comes out True here; :func:`from_pretrained` reads exact-zero biases as bias=False.
+    """
+    if hf.get("use_parallel_residual", True):
+        raise ValueError(
+            f"{source}: GPT-NeoX with use_parallel_residual=True (attention and MLP side by side, as in "
+            "Pythia) is not supported; glassformer's blocks add them one after the other (False)"
+        )
+    rope = _rope(hf, source)
+    fraction = rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25))  # transformers' default
+    if fraction != 1.0:
+        raise ValueError(f"{source}: GPT-NeoX rotating {fraction} of each head is not supported; only rotary_pct=1.0")
+    act = hf.get("hidden_act", "gelu")
+    if act not in HF_ACTIVATIONS:
+        raise ValueError(f"{source}: unsupported hidden_act {act!r}; known: {sorted(HF_ACTIVATIONS)}")
+    return GPTConfig(
+        vocab_size=hf["vocab_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+        n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"], dim=hf["hidden_size"],
+        ffn_dim=hf["intermediate_size"], pos_encoding="rope",
+        rope_theta=float(rope.get("rope_theta", hf.get("rotary_emb_base", 10000.0))), norm="layernorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-5), activation=HF_ACTIVATIONS[act], bias=True,
+        tie_embeddings=hf.get("tie_word_embeddings", False), dropout=0.0, init_std=hf.get("initializer_range", 0.02),
+        **_special_ids(hf),
+    )  # fmt: skip
 
 
 def _special_ids(hf: dict[str, Any]) -> dict[str, int | None]:
@@ -160,46 +239,75 @@ def _special_ids(hf: dict[str, Any]) -> dict[str, int | None]:
     return out
 
 
-def architecture(config: GPTConfig) -> str:
-    """``"gpt2"`` or ``"llama"``: the Hugging Face architecture a config can be saved as."""
+EXPORT_TABLE = (
+    "learned positions + layernorm + gelu_tanh/gelu/relu/silu -> GPT-2 (GPT2LMHeadModel); "
+    "rope + layernorm + gelu_tanh/gelu/relu/silu -> GPT-NeoX (GPTNeoXForCausalLM); "
+    "rope + rmsnorm + swiglu -> Llama (LlamaForCausalLM); see docs/hf-export.md"
+)
+
+
+def model_type(config: GPTConfig) -> str:
+    """The Hugging Face ``model_type`` a config is saved as: ``"gpt2"``, ``"gpt_neox"`` or ``"llama"``.
+
+    Raises ``ValueError`` naming the reason where no architecture transformers has computes the
+    same function (``docs/hf-export.md`` has the table).
+    """
     c = config
-    if (c.pos_encoding, c.norm, c.activation) == ("learned", "layernorm", "gelu_tanh") or (
-        c.pos_encoding == "learned" and c.norm == "layernorm" and c.activation in ("gelu", "relu", "silu")
-    ):
-        if not c.bias:
-            raise ValueError("GPT-2 checkpoints always have biases; this config has bias=False")
+    if c.norm == "layernorm" and c.activation in ACTIVATIONS_TO_HF:
+        arch = "gpt2" if c.pos_encoding == "learned" else "gpt_neox"
         if c.kv_heads != c.n_heads or c.head_size * c.n_heads != c.dim:
-            raise ValueError("GPT-2 checkpoints have n_kv_heads == n_heads and head_dim == dim // n_head")
-        return "gpt2"
+            raise ValueError(
+                f"no Hugging Face architecture fits n_kv_heads={c.kv_heads}, head_dim={c.head_size} with "
+                f"n_heads={c.n_heads}, dim={c.dim}: {ARCHITECTURES[arch][2]} needs n_kv_heads == n_heads and "
+                "head_dim == dim // n_heads; use plain multi-head attention, or rope + rmsnorm + swiglu (Llama)"
+            )
+        return arch
     if (c.pos_encoding, c.norm, c.activation) == ("rope", "rmsnorm", "swiglu"):
         return "llama"
     raise ValueError(
         f"no Hugging Face architecture matches pos_encoding={c.pos_encoding!r}, norm={c.norm!r}, "
-        f"activation={c.activation!r}: GPT-2 needs learned/layernorm/gelu_tanh, Llama needs rope/rmsnorm/swiglu"
+        f"activation={c.activation!r}; what exports: {EXPORT_TABLE}"
     )
 
 
+def architecture(config: GPTConfig) -> str:
+    """The transformers class a config is saved as (``GPT2LMHeadModel``, ...): the GPT Format's ``exports``."""
+    return ARCHITECTURES[model_type(config)][2]
+
+
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:
-    """The Hugging Face ``config.json`` for a config (see :func:`architecture`)."""
+    """The Hugging Face ``config.json`` for a config (see :func:`model_type`)."""
     c = config
-    ids = {"bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id}
-    if architecture(c) == "gpt2":
-        act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}[c.activation]
+    arch = model_type(c)
+    common = {
+        "architectures": [ARCHITECTURES[arch][2]], "model_type": arch, "vocab_size": c.vocab_size,
+        "initializer_range": c.init_std, "tie_word_embeddings": c.tie_embeddings,
+        "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id,
+    }  # fmt: skip
+    if arch == "gpt2":
         return {
-            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
-            "n_positions": c.max_seq_len, "n_embd": c.dim, "n_layer": c.n_layers, "n_head": c.n_heads,
-            "n_inner": c.ffn_dim, "activation_function": act, "layer_norm_epsilon": c.norm_eps,
-            "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
-            "initializer_range": c.init_std, "tie_word_embeddings": c.tie_embeddings, **ids,
+            **common, "n_positions": c.max_seq_len, "n_embd": c.dim, "n_layer": c.n_layers, "n_head": c.n_heads,
+            "n_inner": c.ffn_dim, "activation_function": ACTIVATIONS_TO_HF[c.activation],
+            "layer_norm_epsilon": c.norm_eps, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+            "attn_pdrop": c.dropout,
+        }  # fmt: skip
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    shape = {
+        "max_position_embeddings": c.max_seq_len, "hidden_size": c.dim, "intermediate_size": c.ffn_size,
+        "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "attention_dropout": c.dropout,
+    }  # fmt: skip
+    if arch == "gpt_neox":
+        # rotary_pct / rotary_emb_base are what transformers 4 reads; 5 reads rope_parameters
+        return {
+            **common, **shape, "hidden_act": ACTIVATIONS_TO_HF[c.activation], "layer_norm_eps": c.norm_eps,
+            "use_parallel_residual": False, "attention_bias": True, "hidden_dropout": c.dropout,
+            "rotary_pct": 1.0, "rotary_emb_base": c.rope_theta,
+            "rope_parameters": {**rope, "partial_rotary_factor": 1.0},
         }  # fmt: skip
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
-        "max_position_embeddings": c.max_seq_len, "hidden_size": c.dim, "intermediate_size": c.ffn_size,
-        "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "num_key_value_heads": c.kv_heads,
-        "head_dim": c.head_size, "hidden_act": "silu", "rms_norm_eps": c.norm_eps,
-        "rope_theta": c.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
-        "attention_bias": c.bias, "mlp_bias": c.bias, "attention_dropout": c.dropout,
-        "initializer_range": c.init_std, "tie_word_embeddings": c.tie_embeddings, **ids,
+        **common, **shape, "num_key_value_heads": c.kv_heads, "head_dim": c.head_size, "hidden_act": "silu",
+        "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta, "rope_parameters": rope,
+        "attention_bias": c.bias, "mlp_bias": c.bias,
     }  # fmt: skip
 
 
@@ -223,22 +331,75 @@ def _transposed(arch: str, hf_key: str) -> bool:
     return arch == "gpt2" and hf_key.endswith(GPT2_TRANSPOSED)
 
 
-def state_dict_from_hf(hf_state: dict[str, Tensor], model: GPT, arch: str, source: str) -> dict[str, Tensor]:
-    """Rename (and for GPT-2 transpose and split) Hugging Face tensors into our state dict."""
-    keys, ignored = (GPT2_KEYS, GPT2_IGNORED) if arch == "gpt2" else (LLAMA_KEYS, LLAMA_IGNORED)
+def _split_fused(arch: str, tensor: Tensor, sizes: list[int], n_heads: int) -> tuple[Tensor, ...]:
+    """A fused q/k/v tensor -> our three: GPT-2 stacks whole blocks, GPT-NeoX interleaves per head."""
+    if arch == "gpt_neox":
+        per_head = tensor.reshape(n_heads, 3, -1, *tensor.shape[1:])  # (H, q/k/v, head_dim, ...)
+        return tuple(part.flatten(0, 1) for part in per_head.unbind(1))
+    return torch.split(tensor, sizes, dim=0)  # [q; k; v] row blocks
+
+
+def _fuse(arch: str, parts: list[Tensor], n_heads: int) -> Tensor:
+    """The inverse of :func:`_split_fused`."""
+    if arch == "gpt_neox":
+        return torch.stack([p.reshape(n_heads, -1, *p.shape[1:]) for p in parts], dim=1).flatten(0, 2)
+    return torch.cat(parts, dim=0)
+
+
+def _normalise(hf_state: dict[str, Tensor], arch: str, hf_config: dict[str, Any]) -> dict[str, Tensor]:
+    """The names one architecture's files go by, made one: GPT2Model files (the original
+    openai-community/gpt2 upload) lack the ``transformer.`` prefix; transformers 5 saves GPT-NeoX's
+    head as ``lm_head`` where version 4 said ``embed_out``; a GPT-NeoX file with
+    ``attention_bias=False`` has no attention biases, which are zeros as far as the function goes."""
     if arch == "gpt2":
-        # GPT2Model files (the original openai-community/gpt2 upload) have no "transformer." prefix
-        hf_state = {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v
-                    for k, v in hf_state.items()}  # fmt: skip
+        return {k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}": v for k, v in hf_state.items()}
+    if arch != "gpt_neox":
+        return hf_state
+    out = {"embed_out.weight" if k == "lm_head.weight" else k: v for k, v in hf_state.items()}
+    if not hf_config.get("attention_bias", True):
+        dim = hf_config["hidden_size"]
+        for i in range(hf_config["num_hidden_layers"]):
+            out.setdefault(f"gpt_neox.layers.{i}.attention.query_key_value.bias", torch.zeros(3 * dim))
+            out.setdefault(f"gpt_neox.layers.{i}.attention.dense.bias", torch.zeros(dim))
+    return out
+
+
+def _read_bias(hf_state: dict[str, Tensor], config: GPTConfig, arch: str, wanted: bool | None, source: str) -> bool:
+    """Whether the imported model has biases: ``wanted`` when given; else, for GPT-2 and GPT-NeoX
+    (whose files always hold biases), whether any is non-zero, so a bias-free export comes back
+    bias-free. Dropping biases that are not all zero would change the model: that is an error."""
+    keys = [k for k, _ in expand_keys(ARCHITECTURES[arch][0], config.n_layers) if k.endswith(".bias")]
+    nonzero = [k for k in keys if k in hf_state and bool(hf_state[k].any())]
+    if wanted is None:
+        wanted = bool(nonzero) if arch in ALWAYS_BIASED else config.bias
+    if not wanted and nonzero:
+        raise ValueError(
+            f"{source}: bias=False was asked for, but the checkpoint has non-zero biases ({nonzero[0]}, ...); "
+            "load it with bias=True, or leave bias unset"
+        )
+    return wanted
+
+
+def state_dict_from_hf(hf_state: dict[str, Tensor], model: GPT, arch: str, source: str) -> dict[str, Tensor]:
+    """Rename (and for GPT-2 transpose, for GPT-2 and GPT-NeoX split) Hugging Face tensors into our state dict.
+
+    Biases a bias-free ``model`` has no place for must be exact zeros; they are dropped.
+    """
+    keys, ignored, _ = ARCHITECTURES[arch]
     ours_expected = model.state_dict()
     out: dict[str, Tensor] = {}
     used: set[str] = set()
+    head = ""
     for hf_key, ours in expand_keys(keys, model.config.n_layers):
         names = ours if isinstance(ours, tuple) else (ours,)
-        if names[0] not in ours_expected:
-            continue  # e.g. biases of a bias-free model
+        if names[0] == "lm_head.weight":
+            head = hf_key
+        if names[0] not in ours_expected:  # the biases of a bias-free model
+            if hf_key in hf_state and not hf_state[hf_key].any():
+                used.add(hf_key)  # zeros: leaving them out changes nothing
+            continue
         if hf_key not in hf_state:
-            if hf_key == "lm_head.weight" and model.config.tie_embeddings:
+            if hf_key == head and model.config.tie_embeddings:
                 continue  # tied: the embedding matrix serves as lm_head
             raise ValueError(f"{source}: missing tensor {hf_key!r} (needed for {names[0]})")
         tensor = hf_state[hf_key]
@@ -249,7 +410,7 @@ def state_dict_from_hf(hf_state: dict[str, Tensor], model: GPT, arch: str, sourc
             sizes = [ours_expected[n].shape[0] for n in names]
             if tensor.shape[0] != sum(sizes):
                 raise ValueError(f"{source}: {hf_key} has {tensor.shape[0]} output rows, expected {sum(sizes)}")
-            parts = torch.split(tensor, sizes, dim=0)  # [q; k; v] row blocks
+            parts = _split_fused(arch, tensor, sizes, model.config.n_heads)
         else:
             parts = (tensor,)
         for name, part in zip(names, parts, strict=True):
@@ -259,23 +420,37 @@ def state_dict_from_hf(hf_state: dict[str, Tensor], model: GPT, arch: str, sourc
                     f"{tuple(ours_expected[name].shape)}; does config.json match the weights?"
                 )
             out[name] = part.contiguous()
-    unexpected = [k for k in hf_state if k not in used and not ignored.search(k) and k != "lm_head.weight"]
+    unexpected = [k for k in hf_state if k not in used and not ignored.search(k) and k != head]
     if unexpected:
         raise ValueError(f"{source}: tensors glassformer does not know how to place: {unexpected[:8]}")
     return out
 
 
+def _zero_bias(state: dict[str, Tensor], name: str) -> Tensor:
+    """Zeros in the shape of the bias ``name`` its layer would have (one per output of its weight)."""
+    weight = state[name.removesuffix("bias") + "weight"]
+    return torch.zeros(weight.shape[0], dtype=weight.dtype)
+
+
 def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
-    """Our weights under Hugging Face names (tied ``lm_head`` left out, as transformers does)."""
-    arch = architecture(model.config)
-    keys = GPT2_KEYS if arch == "gpt2" else LLAMA_KEYS
-    ours = model.state_dict()
+    """Our weights under Hugging Face names (tied ``lm_head`` left out, as transformers does).
+
+    A bias-free model exported as GPT-2 or GPT-NeoX gets exact-zero biases, which those need.
+    """
+    arch = model_type(model.config)
+    zero_biases = arch in ALWAYS_BIASED and not model.config.bias
+    ours = dict(model.state_dict())
     out: dict[str, Tensor] = {}
-    for hf_key, names in expand_keys(keys, model.config.n_layers):
+    for hf_key, names in expand_keys(ARCHITECTURES[arch][0], model.config.n_layers):
         names = names if isinstance(names, tuple) else (names,)
-        if names[0] not in ours or (hf_key == "lm_head.weight" and model.config.tie_embeddings):
+        if names[0] == "lm_head.weight" and model.config.tie_embeddings:
             continue
-        tensor = torch.cat([ours[n] for n in names], dim=0) if len(names) > 1 else ours[names[0]]
+        if names[0] not in ours:
+            if not zero_biases:
+                continue  # Llama without biases: config.json says so
+            ours.update({n: _zero_bias(ours, n) for n in names})
+        parts = [ours[n] for n in names]
+        tensor = _fuse(arch, parts, model.config.n_heads) if len(parts) > 1 else parts[0]
         if _transposed(arch, hf_key):
             tensor = tensor.t()  # Linear (out, in) -> Conv1D (in, out)
         out[hf_key] = tensor.detach().contiguous().cpu()
@@ -283,9 +458,18 @@ def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
 
 
 def from_pretrained(
-    path_or_hub_id: str | os.PathLike[str], *, revision: str | None = None, dtype: torch.dtype = torch.float32
+    path_or_hub_id: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    bias: bool | None = None,
 ) -> GPT:
-    """Load a GPT-2 or Llama checkpoint in the Hugging Face layout (a folder or a Hub id)."""
+    """Load a GPT-2, GPT-NeoX or Llama checkpoint in the Hugging Face layout (a folder or a Hub id).
+
+    ``bias``: None reads a GPT-2 / GPT-NeoX file whose biases are all exactly zero as a bias-free
+    model (what :func:`save_pretrained` writes for ``bias=False``); True keeps such zeros as
+    trainable biases; False refuses a checkpoint whose biases are not all zero.
+    """
     directory = resolve(path_or_hub_id, revision, allow_patterns=HUB_FILES)
     folder = read_config(directory)
     if folder.kind == "glassformer":
@@ -295,9 +479,11 @@ def from_pretrained(
         )
     config = config_from_hf(folder.data, source=str(directory / CONFIG_NAME))
     arch = folder.data["model_type"]
+    hf_state = _normalise(read_safetensors(directory), arch, folder.data)
+    config = config.replace(bias=_read_bias(hf_state, config, arch, bias, str(directory)))
     with torch.device("meta"):
         skeleton = GPT(config)  # only the expected names and shapes are needed here
-    state = state_dict_from_hf(read_safetensors(directory), skeleton, arch, str(directory))
+    state = state_dict_from_hf(hf_state, skeleton, arch, str(directory))
     model = GPT.from_weights(config, {k: v.to(dtype) for k, v in state.items()}, str(directory))
     return model.eval()
 
@@ -314,7 +500,7 @@ def tokenizer_from_pretrained(path_or_hub_id: str | os.PathLike[str], *, revisio
 
 
 def save_pretrained(model: GPT, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads (GPT-2 or Llama).
+    """Write ``config.json`` + ``model.safetensors`` that ``transformers`` loads (GPT-2, GPT-NeoX or Llama).
 
     A ``tokenizer`` with a ``save_pretrained`` or ``save`` method is written alongside.
     """
