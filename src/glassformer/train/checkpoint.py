@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import time
@@ -36,7 +35,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from glassformer.utils.config import write_text_atomic
-from glassformer.utils.weights import WeightsError, load_into, read_safetensors, save_model_weights
+from glassformer.utils.weights import (
+    WeightsError,
+    load_into,
+    read_safetensors,
+    safe_torch_load,
+    save_model_weights,
+)
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -159,15 +164,9 @@ def load_train_state(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; {folder} is not a complete glassformer checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects other than tensors and plain values, "
-            f"which could run code when unpickled. Nothing from it was executed. ({first_line})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable training state ({err})") from None
+        state = safe_torch_load(path, "training state")
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a glassformer training state (format {FORMAT_VERSION})")
     return state

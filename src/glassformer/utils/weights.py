@@ -147,19 +147,25 @@ def read_safetensors(path: str | os.PathLike[str], device: str = "cpu") -> dict[
     raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} (or sharded index, or pytorch_model.bin); found {found}")
 
 
-def read_torch_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """A PyTorch state dict file, read with ``weights_only=True``: no pickled code ever runs."""
+def safe_torch_load(path: str | os.PathLike[str], what: str = "PyTorch weights file") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain values only; any other pickled object is
+    refused (never run) with a :class:`WeightsError` that says so."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise WeightsError(
-            f"{path}: refused to load: the file holds Python objects other than tensors, which could run code "
-            f"when unpickled. Nothing from it was executed. ({first})"
+            f"{path}: refused to load: the file holds Python objects other than tensors and plain values, "
+            f"which could run code when unpickled. Nothing from it was executed. ({first})"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise WeightsError(f"{path}: not a readable PyTorch weights file ({err})") from None
+        raise WeightsError(f"{path}: not a readable {what} ({err})") from None
+
+
+def read_torch_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """A PyTorch state dict file, read with :func:`safe_torch_load`: no pickled code ever runs."""
+    state = safe_torch_load(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of names to tensors")
     return state
