@@ -9,6 +9,7 @@ there is checked here against the working tree.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -57,3 +58,21 @@ def test_every_chapter_names_its_library_code(folder: str) -> None:
     silent = [page.name for page in pages
               if not any(path.startswith("src/glassformer/") for path in _repo_paths(page))]
     assert not silent, f"chapters in docs/{folder}/ that name no module under src/glassformer/: {silent}"
+
+
+QUESTIONS = ROOT / "bench" / "rag_questions.jsonl"
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_rag_questions_point_at_real_passages() -> None:
+    """bench/rag.py scores a retrieved chunk as the answer when it holds the quote: every quote must exist."""
+    rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 50
+    assert len({row["id"] for row in rows}) == len(rows), "question ids repeat"
+    stale = [f"{row['id']}: {row['file']}: {row['quote']!r}" for row in rows
+             if not (DOCS / row["file"]).is_file()
+             or _normalized(row["quote"]) not in _normalized((DOCS / row["file"]).read_text(encoding="utf-8"))]
+    assert not stale, "questions whose quote is no longer in their page (update bench/rag_questions.jsonl):\n" + "\n".join(stale)
