@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-all bench lint clean whisper-weights espeak system-deps
+.PHONY: venv demo test test-all bench lint clean whisper-weights espeak system-deps lab chromium
 
 venv: $(STAMP)
 
@@ -35,6 +35,17 @@ system-deps: espeak
 
 demo: $(STAMP)
 	$(VENV)/bin/glassformer demo
+
+# The web lab on http://127.0.0.1:7860 (glassformer lab --help for the options).
+lab: $(STAMP)
+	$(VENV)/bin/glassformer lab
+
+# Debian's chromium, which the lab's browser tests drive through Playwright (they skip without it).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing: run 'sudo apt-get install chromium' (the lab's browser tests skip without it)"; fi
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) tests

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glassformer.generate.cli",
     "glassformer.viz.cli",
     "glassformer.demo",
+    "glassformer.lab.cli",
 )
 
 

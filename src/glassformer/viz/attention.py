@@ -105,8 +105,9 @@ def plot_attention_heads(
     *,
     batch_index: int = 0,
     title: str | None = None,
+    head: int | None = None,
 ) -> Path:
-    """Draw a ``layers x heads`` grid of attention heatmaps (only ``layer`` if given) to a PNG.
+    """Draw a ``layers x heads`` grid of attention heatmaps (only ``layer``, only ``head``, if given) to a PNG.
 
     Each panel has its own colour scale from 0 to its largest weight, so a head that spreads its
     attention thinly is still legible. Returns the path written.
@@ -121,17 +122,20 @@ def plot_attention_heads(
     n_layers, n_heads, t, _ = weights.shape
     if layer is not None and not 0 <= layer < n_layers:
         raise ValueError(f"layer={layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    if head is not None and not 0 <= head < n_heads:
+        raise ValueError(f"head={head} is out of range: each layer has {n_heads} heads (0..{n_heads - 1})")
     layers = [layer] if layer is not None else list(range(n_layers))
+    heads = [head] if head is not None else list(range(n_heads))
 
-    width, height = heatmap_figure_size(len(layers), n_heads, tokens)
+    width, height = heatmap_figure_size(len(layers), len(heads), tokens)
     fig, axes = plt.subplots(
-        len(layers), n_heads, figsize=(width, height), dpi=DPI, squeeze=False, layout="constrained"
+        len(layers), len(heads), figsize=(width, height), dpi=DPI, squeeze=False, layout="constrained"
     )
     labelled = t <= MAX_LABELLED_TOKENS
     fontsize = max(4.0, min(9.0, 160.0 / max(t, 1)))
     for r, li in enumerate(layers):
-        for h in range(n_heads):
-            ax = axes[r][h]
+        for c, h in enumerate(heads):
+            ax = axes[r][c]
             panel = weights[li, h]
             ax.imshow(panel, cmap="viridis", vmin=0.0, vmax=max(float(panel.max()), 1e-12), interpolation="nearest")
             ax.set_title(f"layer {li} head {h}", fontsize=8)
@@ -141,7 +145,7 @@ def plot_attention_heads(
                 ax.set_xticklabels(tokens, rotation=90, fontsize=fontsize)
             else:
                 ax.set_xticklabels([])
-            if labelled and h == 0:
+            if labelled and c == 0:
                 ax.set_yticklabels(tokens, fontsize=fontsize)
             else:
                 ax.set_yticklabels([])
