@@ -173,14 +173,18 @@ def log_mel_batch(
 
 def _as_waveform(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     """A float32 tensor view of the audio (numpy arrays are shared, not copied, when already float32)."""
-    if isinstance(audio, np.ndarray):
-        audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    elif not isinstance(audio, torch.Tensor):
+    if not isinstance(audio, (np.ndarray, torch.Tensor)):
         raise AudioError(f"audio must be a numpy array or a torch tensor, not {type(audio).__name__}")
-    if not audio.is_floating_point():
+    if isinstance(audio, np.ndarray):
+        floating = np.issubdtype(audio.dtype, np.floating)
+    else:
+        floating = audio.is_floating_point()
+    if not floating:
         raise AudioError(
             f"audio must be float samples in [-1, 1], got {audio.dtype}: read files with load_audio"
         )
+    if isinstance(audio, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     return audio.to(torch.float32)
 
 
