@@ -279,17 +279,21 @@ def encode_sources(
                 f"{name}=True changes a decoder's prompt; an encoder-decoder's prompt is its source, "
                 "which is kept whole: shorten the source instead"
             )
-    source = prepare_prompts(
-        input_ids, attention_mask, pad_token_id=config.pad_token_id, tokenizer=tokenizer, device=device,
-        padding_side="right",
-    )  # fmt: skip
-    _check_vocabulary(model, source)
     context = model.max_seq_len
-    if source.input_ids.shape[1] > context:
-        raise ValueError(
-            f"the source ({source.input_ids.shape[1]} tokens) is longer than the model's max_seq_len="
-            f"{context}; shorten it"
-        )
+    if isinstance(input_ids, Tensor) and input_ids.is_floating_point():
+        # features, not tokens (Whisper's log-mel (B, n_mels, frames)): the encoder checks them
+        source = PromptBatch(input_ids.to(device), attention_mask)
+    else:
+        source = prepare_prompts(
+            input_ids, attention_mask, pad_token_id=config.pad_token_id, tokenizer=tokenizer, device=device,
+            padding_side="right",
+        )  # fmt: skip
+        _check_vocabulary(model, source)
+        if source.input_ids.shape[1] > context:
+            raise ValueError(
+                f"the source ({source.input_ids.shape[1]} tokens) is longer than the model's max_seq_len="
+                f"{context}; shorten it"
+            )
     if config.max_new_tokens > context:  # the decoder is fed its start token and every new token but the last
         raise ValueError(
             f"max_new_tokens={config.max_new_tokens} needs more decoder positions than the model's "

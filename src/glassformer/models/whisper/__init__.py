@@ -15,7 +15,7 @@ from glassformer.models.base import IGNORE_INDEX
 from glassformer.models.whisper import config as _cfg
 from glassformer.models.whisper.config import DIGITS_CHARS, DIGITS_SPECIALS, WhisperConfig
 from glassformer.models.whisper.model import Whisper, shift_right, whisper_sinusoids
-from glassformer.registry import Family
+from glassformer.registry import Family, Format
 
 __all__ = [
     "DIGITS_CHARS", "DIGITS_SPECIALS", "FAMILY", "Whisper", "WhisperConfig", "example_batch", "shift_right",
@@ -56,5 +56,10 @@ FAMILY = Family(
     },
     tiny=_cfg.tiny,
     example_batch=example_batch,
+    formats=(
+        Format("huggingface", load="glassformer.models.whisper.hf:from_pretrained",
+               save="glassformer.models.whisper.hf:save_pretrained",
+               exports="glassformer.models.whisper.hf:architecture", model_types=("whisper",)),
+    ),  # fmt: skip
     generation="encoder-decoder",
 )
