@@ -18,6 +18,8 @@ Features (``features.py``)
     ``WhisperFeatureExtractor`` with the default ``padding_to``; ``padding_to=None`` gives
     ``len // 160`` frames. Audio longer than ``padding_to`` is refused (use ``iter_windows``).
     ``log_mel_batch(clips, ...) -> MelBatch(features (B, n_mels, frames), lengths (B,))``
+    ``iter_log_mel_windows(audio, window_s=30, hop_s=30, n_mels=80) -> Iterator[(AudioWindow, features)]``
+        long recordings, one window's features at a time.
     ``pad_or_trim(audio, length=480000)``, ``mel_filters(n_mels=80, n_fft=400, sample_rate=16000)``
     (Slaney, ``(n_mels, n_fft // 2 + 1)``), ``hz_to_mel``, ``mel_to_hz``, ``N_SAMPLES``, ``HOP_LENGTH``.
 
@@ -34,6 +36,7 @@ from glassformer.audio.features import (
     N_SAMPLES,
     MelBatch,
     hz_to_mel,
+    iter_log_mel_windows,
     log_mel_batch,
     log_mel_spectrogram,
     mel_filters,
@@ -63,6 +66,7 @@ __all__ = [
     "SpecAugmentResult",
     "audio_duration",
     "hz_to_mel",
+    "iter_log_mel_windows",
     "iter_windows",
     "load_audio",
     "log_mel_batch",

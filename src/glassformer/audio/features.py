@@ -18,14 +18,14 @@ clips (1-s spoken digits give 100 frames).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
 
-from glassformer.audio.io import WHISPER_RATE, AudioError
+from glassformer.audio.io import WHISPER_RATE, AudioError, AudioWindow, iter_windows
 
 N_SAMPLES = 30 * WHISPER_RATE  # Whisper's 30-s window
 HOP_LENGTH = 160
@@ -120,6 +120,19 @@ def log_mel_spectrogram(
     waveform = _fit_length(waveform, padding_to, n_fft, hop_length, sample_rate)
     features = _log_mel(waveform[None], n_mels, n_fft, hop_length, sample_rate)[0]
     return features if isinstance(audio, torch.Tensor) else features.cpu().numpy()
+
+
+def iter_log_mel_windows(
+    audio: np.ndarray, window_s: float = 30.0, hop_s: float = 30.0, n_mels: int = 80
+) -> Iterator[tuple[AudioWindow, np.ndarray]]:
+    """Each 30-s window of a long 16-kHz recording with its ``(n_mels, 3000)`` features, one at a time.
+
+    Only the current window's spectrogram exists while the caller handles it, so a 10-minute (or
+    10-hour) recording costs what one 30-s clip does; the last, shorter window is zero-padded.
+    """
+    padding_to = round(window_s * WHISPER_RATE)
+    for window in iter_windows(audio, window_s=window_s, hop_s=hop_s, sample_rate=WHISPER_RATE):
+        yield window, log_mel_spectrogram(window.audio, n_mels=n_mels, padding_to=padding_to)
 
 
 @dataclass(frozen=True)
