@@ -72,7 +72,7 @@ def test_rag_questions_point_at_real_passages() -> None:
     rows = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(rows) >= 50
     assert len({row["id"] for row in rows}) == len(rows), "question ids repeat"
-    stale = [f"{row['id']}: {row['file']}: {row['quote']!r}" for row in rows
-             if not (DOCS / row["file"]).is_file()
-             or _normalized(row["quote"]) not in _normalized((DOCS / row["file"]).read_text(encoding="utf-8"))]
+    stale = [f"{row['id']}: {page}: {row['quote']!r}" for row in rows for page in [row["file"], *row.get("also", [])]
+             if not (DOCS / page).is_file()
+             or _normalized(row["quote"]) not in _normalized((DOCS / page).read_text(encoding="utf-8"))]
     assert not stale, "questions whose quote is no longer in their page (update bench/rag_questions.jsonl):\n" + "\n".join(stale)
