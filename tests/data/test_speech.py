@@ -26,6 +26,8 @@ from glassformer.data.speech import (
     synth_specs,
     synthesize,
 )
+from glassformer.models.whisper import Whisper
+from glassformer.models.whisper.config import whisper_digits
 from glassformer.registry import DataRequest
 from glassformer.utils.paths import data_file
 
@@ -118,17 +120,18 @@ def test_collate_matches_log_mel_batch() -> None:
     """Padding each clip with its own floor reproduces glassformer.audio's batch of unpadded clips."""
     clips = fsdd_split()[1][:5]
     data = SpeechDataset(clips, progress=False)
-    batch = collate_speech([data[i] for i in range(5)], lengths=True)
+    batch = collate_speech([data[i] for i in range(5)])
     reference = log_mel_batch([load_audio(u.path) for u in clips], padding_to=None)
     assert batch["input_features"].shape == reference.features.shape
     torch.testing.assert_close(batch["input_features"], reference.features, atol=0, rtol=0)
-    assert torch.equal(batch["input_lengths"], reference.lengths)
+    assert torch.equal(batch["attention_mask"].sum(1), reference.lengths)
+    assert torch.equal(batch["attention_mask"], (torch.arange(reference.features.shape[-1]) < reference.lengths[:, None]).long())
     labels = batch["labels"]
     assert labels.shape == (5, max(len(u.text) for u in clips) + 1)
     for row, u in zip(labels, clips):
         assert data.vocab.decode(row[row != IGNORE_INDEX].tolist()) == u.text
         assert (row == IGNORE_INDEX).sum() == labels.shape[1] - len(u.text) - 1
-    assert set(collate_speech([data[0]])) == {"input_features", "labels"}
+    assert set(batch) == {"input_features", "attention_mask", "labels"}
 
 
 @needs_fsdd
@@ -154,13 +157,14 @@ def test_build_digits_without_synthesis(tmp_path) -> None:
     folder.mkdir()
     for path in sorted(FSDD.glob("*_jackson_*.wav"))[:: 25]:  # takes 0 and 25 of each digit: 10 test, 10 train
         (folder / path.name).symlink_to(path)
-    config = SimpleNamespace(vocab_size=31, pad_token_id=0, decoder_start_token_id=1, eos_token_id=2,
-                             max_source_positions=200, n_mels=80)
+    config = whisper_digits()
     request = DataRequest(preset=None, options={"fsdd": str(folder), "synthetic": "0"})  # type: ignore[arg-type]
     train, evaluation = build_digits(SimpleNamespace(batch_size=4, progress=False), config, request)
     batch = train("train", 0, torch.Generator().manual_seed(0))
     assert batch["input_features"].shape[:2] == (4, 80) and batch["labels"].shape[0] == 4
     assert [b["labels"].shape[0] for b in evaluation] == [4, 4, 2]
+    out = Whisper(config)(**batch)  # the batch is the model's keyword arguments, loss included
+    assert out.loss is not None and torch.isfinite(out.loss)
     with pytest.raises(ValueError, match="did you mean 'synthetic'"):
         build_digits(SimpleNamespace(batch_size=4, progress=False), config,
                      DataRequest(preset=None, options={"synthetc": 0}))  # type: ignore[arg-type]

@@ -16,8 +16,8 @@ Three sources of (audio, transcript) pairs:
 - A batch for the model (:class:`SpeechDataset`, :func:`collate_speech`): Whisper log-mel
   features of each clip at its own length (``glassformer.audio.log_mel_spectrogram`` with
   ``padding_to=None``), padded on the right to the longest clip with the clip's own floor value
-  (what ``glassformer.audio.log_mel_batch`` does, so padding looks like silence), and the
-  transcript as character ids followed by end-of-text (:class:`SpeechVocab`), padded with
+  (what ``glassformer.audio.log_mel_batch`` does, so padding looks like silence) with an
+  ``attention_mask`` that hides the padding from the encoder, and the transcript as character ids followed by end-of-text (:class:`SpeechVocab`), padded with
   ``IGNORE_INDEX``.
 
 :func:`build_digits` is the ``glassformer train whisper-digits`` data builder: FSDD-train plus
@@ -34,7 +34,7 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ from torch import Tensor
 from glassformer.audio import load_audio, log_mel_spectrogram, spec_augment
 from glassformer.metrics.wer import ONES, normalize_text
 from glassformer.models.base import IGNORE_INDEX
+from glassformer.models.whisper.config import DIGITS_CHARS, DIGITS_SPECIALS
 from glassformer.registry import DataRequest
 from glassformer.utils.config import unknown_keys_message
 from glassformer.utils.paths import cache_root, data_file
@@ -257,18 +258,19 @@ def synthetic_split(n_train: int, n_test: int, seed: int = 0, max_digits: int = 
 
 
 class SpeechVocab:
-    """Characters as token ids, the ``whisper-digits`` vocabulary: pad 0, start 1, end 2, then ``' a-z``.
+    """Characters as token ids, the ``whisper-digits`` vocabulary (``models/whisper/config.py``):
+    pad 0, start 1, end 2, then :data:`DIGITS_CHARS` (space, apostrophe, a-z).
 
     Ten digit words need only 15 letters, but spelling keeps the sentences, and words the model
     never heard, expressible; 31 ids keep the output layer tiny. Text is passed through
     :func:`glassformer.metrics.normalize_text` first, so "5" is spelled "five".
     """
 
-    pad_token_id = 0
-    decoder_start_token_id = 1
-    eos_token_id = 2
-    alphabet = " '" + "abcdefghijklmnopqrstuvwxyz"
-    offset = 3
+    pad_token_id = DIGITS_SPECIALS.index("<pad>")
+    decoder_start_token_id = DIGITS_SPECIALS.index("<|startoftranscript|>")
+    eos_token_id = DIGITS_SPECIALS.index("<|endoftext|>")
+    alphabet = DIGITS_CHARS
+    offset = len(DIGITS_SPECIALS)
 
     @property
     def vocab_size(self) -> int:
@@ -357,11 +359,13 @@ class SpeechDataset:
         return [u.text for u in self.utterances]
 
 
-def collate_speech(samples: Sequence[dict[str, Tensor]], lengths: bool = False) -> dict[str, Tensor]:
-    """A batch: ``input_features`` (B, n_mels, frames) padded with each clip's floor, ``labels`` (B, L)
-    padded with ``IGNORE_INDEX``; with ``lengths`` also ``input_lengths`` (B,), the real frames.
+def collate_speech(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """A batch for ``Whisper.forward``: ``input_features`` (B, n_mels, frames) padded with each clip's
+    floor, ``attention_mask`` (B, frames; 1 = a real frame, so ``.sum(1)`` are the lengths) and
+    ``labels`` (B, L) padded with ``IGNORE_INDEX``.
 
-    ``input_lengths`` is off by default because the model's ``forward`` takes only features and labels.
+    The mask makes a clip's encoding independent of the clips it is batched with: transformers'
+    Whisper has no mask because it always pads to 30 s, which a model of 1-s clips cannot afford.
     """
     if not samples:
         raise ValueError("collate_speech got no samples")
@@ -375,10 +379,9 @@ def collate_speech(samples: Sequence[dict[str, Tensor]], lengths: bool = False) 
     labels = torch.full((len(samples), tokens), IGNORE_INDEX, dtype=torch.long)
     for row, sample in zip(labels, samples):
         row[: sample["labels"].shape[0]] = sample["labels"]
-    batch = {"input_features": features, "labels": labels}
-    if lengths:
-        batch["input_lengths"] = torch.tensor([s["input_features"].shape[-1] for s in samples])
-    return batch
+    real = torch.tensor([s["input_features"].shape[-1] for s in samples])
+    attention_mask = (torch.arange(frames) < real[:, None]).long()
+    return {"input_features": features, "attention_mask": attention_mask, "labels": labels}
 
 
 @dataclass(frozen=True)
@@ -406,22 +409,30 @@ class TrainBatches:
 
     def __call__(self, split: str, step: int, generator: torch.Generator) -> dict[str, Tensor]:
         picks = torch.randperm(len(self.dataset), generator=generator)[: self.batch_size].tolist()
-        batch = collate_speech([self.dataset[i] for i in picks], lengths=True)
-        real_frames = batch.pop("input_lengths")
+        batch = collate_speech([self.dataset[i] for i in picks])
         if self.augment is not None:
             a = self.augment
-            plain = batch["input_features"]
+            plain, real = batch["input_features"], batch["attention_mask"].bool()
             masked = spec_augment(plain, a.n_freq_masks, a.freq_width, a.n_time_masks, a.time_width,
-                                  generator=generator, lengths=real_frames).features
-            real = torch.arange(plain.shape[-1]) < real_frames[:, None]  # (B, frames)
+                                  generator=generator, lengths=real.sum(1)).features
             batch["input_features"] = torch.where(real[:, None, :], masked, plain)  # padding stays silence
         return batch
 
 
-def fixed_batches(dataset: SpeechDataset, batch_size: int) -> list[dict[str, Tensor]]:
-    """The data set in order as collated batches (the last may be smaller): evaluation sees the same ones each time."""
-    return [collate_speech([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-            for i in range(0, len(dataset), batch_size)]
+class FixedBatches:
+    """The data set in order as collated batches (the last may be smaller): evaluation sees the same ones each time.
+
+    Only iterable, on purpose: the engine treats anything with ``__len__`` and ``__getitem__`` as
+    a data set of single samples and would collate the batches again.
+    """
+
+    def __init__(self, dataset: SpeechDataset, batch_size: int) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        n = len(self.dataset)
+        for start in range(0, n, self.batch_size):
+            yield collate_speech([self.dataset[i] for i in range(start, min(start + self.batch_size, n))])
 
 
 # ------------------------------------------------------------------------------ the train builder
@@ -442,7 +453,7 @@ def _flag(value: Any, name: str) -> bool:
     raise ValueError(f"data.{name}={value!r}: expected true or false")
 
 
-def build_digits(train_config: Any, model_config: Any, request: DataRequest) -> tuple[Callable[..., Any], list[Any]]:
+def build_digits(train_config: Any, model_config: Any, request: DataRequest) -> tuple[TrainBatches, FixedBatches]:
     """The ``whisper-digits`` data builder: FSDD-train + espeak-ng speech to train, FSDD-test to evaluate.
 
     Options (``data.KEY=VALUE``): ``fsdd`` (recordings folder), ``synthetic`` (count, default
@@ -462,9 +473,9 @@ def build_digits(train_config: Any, model_config: Any, request: DataRequest) -> 
     if count:
         synthetic = synthesize(synth_specs(count, int(options.get("seed", 0)), TRAIN_VOICES,
                                            int(options.get("max_digits", 4))), options.get("cache"), progress=progress)
-    max_frames = 2 * int(model_config.max_source_positions)  # the encoder's stride-2 convolution halves them
+    max_frames = 2 * int(model_config.max_source_positions)  # the stride-2 convolution: two frames a position
     n_mels = int(model_config.n_mels)
     train = SpeechDataset(fsdd_train + synthetic, vocab, n_mels, max_frames, progress, "train")
     test = SpeechDataset(fsdd_test, vocab, n_mels, max_frames, progress, "fsdd-test")
     augment = Augment() if _flag(options.get("spec_augment", True), "spec_augment") else None
-    return TrainBatches(train, train_config.batch_size, augment), fixed_batches(test, train_config.batch_size)
+    return TrainBatches(train, train_config.batch_size, augment), FixedBatches(test, train_config.batch_size)

@@ -62,4 +62,5 @@ FAMILY = Family(
                exports="glassformer.models.whisper.hf:architecture", model_types=("whisper",)),
     ),  # fmt: skip
     generation="encoder-decoder",
+    data={"whisper-digits": "glassformer.data.speech:build_digits"},
 )
