@@ -31,9 +31,16 @@ from torch import Tensor
 from glassformer.models.whisper.config import WhisperConfig
 from glassformer.models.whisper.model import Whisper, whisper_sinusoids
 from glassformer.utils.weights import (
-    CONFIG_NAME, WEIGHTS_NAME, WeightsError, load_into, read_config, read_safetensors, resolve, write_json,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    WeightsError,
+    load_into,
+    read_config,
+    read_safetensors,
+    resolve,
+    write_json,
     write_safetensors,
-)  # fmt: skip
+)
 
 ARCHITECTURE = "WhisperForConditionalGeneration"
 POSITIONS_KEY = "model.encoder.embed_positions.weight"
