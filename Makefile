@@ -66,3 +66,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out
+
+# The docs site (mkdocs.yml), warnings as errors; the pages land in out/site.
+.PHONY: docs bench-rag
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+# Retrieval, faithfulness and vector engines over the docs site; RAG_VECTORS sentence embeddings (cached in out/rag).
+RAG_VECTORS ?= 100000
+bench-rag: $(STAMP)
+	$(PY) -P bench/rag.py --vectors $(RAG_VECTORS)

@@ -244,19 +244,19 @@ def answer_words(text: str) -> list[str]:
 
 def judge(result: Any, question: dict[str, Any], index: Index, unsupported_max: float) -> dict[str, Any]:
     """The two faithfulness checks on one answer (see the module docstring)."""
-    retrieved = " ".join(getattr(c, "chunk", c).text for c in result.chunks)
+    retrieved = " ".join(chunk.text for chunk in result.chunks)
     support = set(WORD.findall((retrieved + " " + question["question"]).lower()))
     words = answer_words(result.text)
     unsupported = sum(w not in support for w in words) / len(words) if words else 0.0
     cited = {tuple(c) for c in result.citations}
     cited_hit = any(answers_question(c.file, c.text, question) for c in index.chunks.values() if c.citation in cited)
-    abstained = not result.citations
+    abstained = not result.known
     return {"abstained": abstained, "cited_quote": cited_hit, "unsupported_share": unsupported,
             "faithful": cited_hit and unsupported <= unsupported_max and not abstained}
 
 
 def answerer_table(index: Index, name: str, questions: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    from glassformer.rag import answer
+    from glassformer.rag.answer import answer
 
     verdicts, seconds, examples = [], [], []
     for question in questions:
