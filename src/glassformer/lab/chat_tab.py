@@ -86,7 +86,7 @@ def build(ctx: LabContext) -> None:
         top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p")
         max_new = gr.Slider(1, cap, value=min(128, cap), step=1, label="Max new tokens", elem_id="chat-max-new")
     system = gr.Textbox(label="System message (optional)", max_length=ctx.limits.max_chars)
-    chatbot = gr.Chatbot(label="Conversation", elem_id="chat-box", height=360)
+    chatbot = gr.Chatbot(label="Conversation", elem_id="chat-box", height=360, buttons=["copy", "copy_all"])
     message = gr.Textbox(label="Message", placeholder="Say something", elem_id="chat-message",
                          max_length=ctx.limits.max_chars)
     with gr.Row():
