@@ -125,7 +125,7 @@ def log_mel_spectrogram(
 def iter_log_mel_windows(
     audio: np.ndarray, window_s: float = 30.0, hop_s: float = 30.0, n_mels: int = 80
 ) -> Iterator[tuple[AudioWindow, np.ndarray]]:
-    """Each 30-s window of a long 16-kHz recording with its ``(n_mels, 3000)`` features, one at a time.
+    """Each window of a long 16-kHz recording with its ``(n_mels, window_s * 100)`` features, one at a time.
 
     Only the current window's spectrogram exists while the caller handles it, so a 10-minute (or
     10-hour) recording costs what one 30-s clip does; the last, shorter window is zero-padded.
