@@ -3,6 +3,7 @@ ctranslate2 on the real tiny.en weights (and on small hand-written files for the
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import struct
@@ -143,10 +144,30 @@ def test_same_numbers_as_ctranslate2(converted: dict) -> None:
     ctranslate2 = pytest.importorskip("ctranslate2")
     reference = ctranslate2.models.Whisper(str(converted["folder"]), device="cpu", compute_type="float32",
                                            intra_threads=1)
-    features = ctranslate2.StorageView.from_array(converted["features"].numpy())
+    features = ctranslate2.StorageView.from_array(converted["features"].numpy().copy())  # not a view of ours
     theirs = np.array(reference.encode(features, to_cpu=True))
     with torch.no_grad():
         ours = converted["model"].model.encoder(converted["features"]).last_hidden_state.numpy()
     np.testing.assert_allclose(ours, theirs, atol=2e-4, rtol=0)
     result = reference.generate(features, [[50257, 50362]], beam_size=1, max_length=100)
     assert result[0].sequences_ids[0] == converted["ids"]
+
+
+@needs_weights
+def test_load_tiny_en_logits_equal_transformers(converted: dict) -> None:
+    """Our Whisper on the converted weights: the same logits as transformers on jfk, prompt and
+    transcript teacher-forced.
+
+    Our encoder computes its sinusoid table while the file stores it rounded to float16 (6e-3 apart
+    in the audio states), so the reference gets the exact table too: what is compared is the model.
+    """
+    model, tokenizer = packaged.load_tiny_en()
+    reference = copy.deepcopy(converted["model"])
+    with torch.no_grad():
+        reference.model.encoder.embed_positions.weight.copy_(model.encoder_positions)
+    decoder_ids = torch.tensor([tokenizer.sot_sequence() + converted["ids"]])
+    with torch.no_grad():
+        ours = model(input_features=converted["features"], decoder_input_ids=decoder_ids).logits
+        theirs = reference(input_features=converted["features"], decoder_input_ids=decoder_ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    assert tokenizer.decode(ours[0].argmax(-1)[1:-1]) == tokenizer.decode(converted["ids"])

