@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glassformer.viz.cli",
     "glassformer.demo",
     "glassformer.lab.cli",
+    "glassformer.rag.cli",
 )
 
 

@@ -11,3 +11,13 @@ with our BERT, ``stores`` keeps them (exact, FAISS, Qdrant), ``index`` ties the 
 """
 
 from __future__ import annotations
+
+from glassformer.rag.answer import ANSWERERS, DEFAULT_THRESHOLD, Answer, answer
+from glassformer.rag.documents import Chunk, ChunkSettings
+from glassformer.rag.embed import Embedder
+from glassformer.rag.index import Bm25Retriever, Hit, Index, build_index, open_index
+from glassformer.rag.stores import ExactStore, FaissStore, QdrantStore, VectorStore, recall_vs_exact
+
+__all__ = ["ANSWERERS", "DEFAULT_THRESHOLD", "Answer", "Bm25Retriever", "Chunk", "ChunkSettings", "Embedder",
+           "ExactStore", "FaissStore", "Hit", "Index", "QdrantStore", "VectorStore", "answer", "build_index",
+           "open_index", "recall_vs_exact"]

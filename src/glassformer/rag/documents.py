@@ -46,7 +46,16 @@ class Chunk:
 
     @property
     def citation(self) -> tuple[str, int, int]:
+        """``(file, line_start, line_end)``: what an answer cites (pages, for a PDF)."""
         return (self.file, self.start, self.end)
+
+    @property
+    def line_start(self) -> int:
+        return self.start
+
+    @property
+    def line_end(self) -> int:
+        return self.end
 
     def embedding_text(self) -> str:
         """What the embedder reads: the heading trail, then the text."""
