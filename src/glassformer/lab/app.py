@@ -72,15 +72,15 @@ def _theme() -> Any:
 
 @dataclass
 class Server:
-    """A running lab: its address, and ``close()`` to stop it and remove its folder."""
+    """A running lab: its address, its context, and ``close()`` to stop it and remove its folder."""
 
     url: str
     demo: Any
-    workdir: Path
+    context: LabContext
 
     def close(self) -> None:
         self.demo.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.context.workdir, ignore_errors=True)
 
 
 def _launch_options(ctx: LabContext, host: str, port: int | None) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def serve(ctx: LabContext, host: str = LOCAL_HOST, port: int | None = None) -> S
     """Start the lab in background threads and return once it answers."""
     demo = build_app(ctx)
     _, url, _ = demo.launch(prevent_thread_lock=True, **_launch_options(ctx, host, port))
-    return Server(url, demo, ctx.workdir)
+    return Server(url, demo, ctx)
 
 
 @contextmanager

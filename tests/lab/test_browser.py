@@ -1,0 +1,169 @@
+"""The lab in a real browser: Playwright drives Debian's /usr/bin/chromium against a lab on a free
+local port (tiny random models). Every tab is opened and used, and a screenshot of each is saved
+under out/lab-screenshots/; no request may leave for another host; a 1 MB prompt is refused; four
+sessions at once each get their own answer."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from glassformer.lab import chat_tab
+from glassformer.lab.app import Server, serve, tiny_context
+from glassformer.lab.catalog import TINY_GPT
+from glassformer.lab.limits import Limits
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip("the browser tests need Debian's chromium: run `make chromium`", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (make venv)")
+
+SHOTS = Path("out/lab-screenshots")
+WAIT_MS = 60_000
+MAX_NEW = 16
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Server]:
+    server = serve(tiny_context(Limits(max_new_tokens=64, concurrency=2)), port=None)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM))
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, lab):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(lab.url)
+    yield page
+    context.close()
+
+
+def _tab(page, title: str) -> None:
+    page.get_by_role("tab", name=title).click()
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _chat(page, message: str) -> None:
+    _tab(page, "Generate / chat")
+    slider = page.locator("#chat-max-new input[type=number]")
+    slider.fill(str(MAX_NEW))
+    slider.press("Enter")
+    page.locator("#chat-message textarea").fill(message)
+    page.locator("#chat-send").click()
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", text)
+
+
+def _expected_reply(lab_ctx, message: str) -> str:
+    config = chat_tab.settings(lab_ctx, "greedy", 0.7, 0, 0.9, MAX_NEW)
+    return list(chat_tab.reply(lab_ctx, TINY_GPT, message, [], config))[-1][-1]["content"]
+
+
+def test_every_tab_works_in_a_browser(page, lab):
+    _tab(page, "Attention explorer")
+    page.locator("#attn-text textarea").fill("the cat sat")
+    page.locator("#attn-head textarea").fill("1")
+    page.locator("#attn-run").click()
+    page.locator("#attn-png img").wait_for()
+    assert "11 tokens, 2 layers x 2 heads; showing layer 0 head 1" in page.locator("#attn-summary").inner_text()
+    assert page.locator("#attn-png img").evaluate("img => img.complete && img.naturalWidth > 100")
+    assert page.frame_locator("#attn-view iframe").locator("svg line").count() > 0  # the head view drew
+    _shot(page, "attention")
+
+    _chat(page, "hello")
+    bot = page.locator('#chat-box [data-testid="bot"]').last
+    bot.wait_for()
+    page.locator("#chat-send").wait_for(state="visible")
+    expected = _expected_reply(lab.context, "hello")
+    page.wait_for_function("([sel, n]) => (document.querySelector(sel)?.innerText || '').replace(/[^A-Za-z0-9]/g, '').length >= n",
+                           arg=['#chat-box [data-testid="bot"]', len(_alnum(expected))])
+    assert _alnum(bot.inner_text()) == _alnum(expected)
+    assert page.locator('#chat-box [data-testid="user"]').last.inner_text().strip() == "hello"
+    _shot(page, "chat")
+
+    _tab(page, "Classify")
+    page.locator("#cls-text textarea").fill("a good film")
+    page.locator("#cls-run").click()
+    page.locator("#cls-attention").get_by_text("[CLS]").first.wait_for()
+    assert re.search(r"negative|positive", page.locator("#cls-label").inner_text())
+    _shot(page, "classify")
+
+    _tab(page, "RAG")
+    page.get_by_text(re.compile("RAG|index", re.I)).first.wait_for()
+    _shot(page, "rag")
+
+
+def test_the_page_asks_nothing_of_other_hosts(page, lab):
+    hosts = set()
+    page.on("request", lambda request: hosts.add(urlparse(request.url).netloc))
+    page.reload()
+    for title in ("Attention explorer", "Generate / chat", "Classify", "RAG"):
+        _tab(page, title)
+    _tab(page, "Attention explorer")
+    page.locator("#attn-run").click()
+    page.locator("#attn-png img").wait_for()
+    page.wait_for_timeout(1500)  # late fetches (fonts, icons); the queue keeps a stream open, so no "networkidle"
+    assert hosts == {urlparse(lab.url).netloc}, f"requests left the lab for {sorted(hosts - {urlparse(lab.url).netloc})}"
+
+
+def test_a_megabyte_prompt_is_refused_in_the_page(page):
+    _tab(page, "Generate / chat")
+    box = page.locator("#chat-message textarea")
+    box.evaluate("el => el.removeAttribute('maxlength')")  # a client that ignores the page's own cap
+    box.fill("x" * 1_000_000)
+    page.locator("#chat-send").click()
+    page.get_by_text("the message is 1,000,000 characters; the lab takes at most 4,000").wait_for()
+    box.fill("")
+    assert page.locator('#chat-box [data-testid="bot"]').count() == 0
+    _shot(page, "refused")
+
+
+def test_four_sessions_at_once_get_their_own_answers(browser, lab):
+    candidates = ["alpha one", "charlie three", "delta four", "zz", "echo", "kilo", "lima", "x-ray"]
+    answers: dict[str, str] = {}
+    for message in candidates:
+        reply = _alnum(_expected_reply(lab.context, message))
+        if reply and reply not in answers.values():
+            answers[message] = reply
+        if len(answers) == 4:
+            break
+    assert len(answers) == 4, "the tiny model gives too few distinct replies to tell sessions apart"
+    contexts = [browser.new_context() for _ in answers]
+    try:
+        pages = []
+        for context in contexts:
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            page.goto(lab.url)
+            pages.append(page)
+        for page, message in zip(pages, answers):  # all four are sent before any answer is read
+            _chat(page, message)
+        for page, (message, reply) in zip(pages, answers.items()):
+            page.wait_for_function(
+                "([sel, n]) => (document.querySelector(sel)?.innerText || '').replace(/[^A-Za-z0-9]/g, '').length >= n",
+                arg=['#chat-box [data-testid="bot"]', len(reply)])
+            assert _alnum(page.locator('#chat-box [data-testid="bot"]').last.inner_text()) == reply, message
+    finally:
+        for context in contexts:
+            context.close()
