@@ -24,7 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from glassformer.generate.config import GenerationConfig
-from glassformer.generate.processors import apply_repetition_penalty, seen_tokens
+from glassformer.generate.processors import (
+    LogitsProcessor,
+    apply_repetition_penalty,
+    needs_shaping,
+    seen_tokens,
+    shape_logits,
+)
 from glassformer.generate.stepper import GenerationOutput, PromptBatch, Stepper
 from glassformer.generate.stopping import Tokenizer
 
@@ -32,9 +38,18 @@ DEAD = -1.0e9  # score of a beam that must not be chosen (finite, as in the refe
 
 
 def beam_search(
-    model: nn.Module, batch: PromptBatch, config: GenerationConfig, tokenizer: Tokenizer | None = None
+    model: nn.Module,
+    batch: PromptBatch,
+    config: GenerationConfig,
+    tokenizer: Tokenizer | None = None,
+    logits_processor: LogitsProcessor | None = None,
 ) -> GenerationOutput:
-    """Run beam search on a prepared batch; returns each prompt's best finished hypothesis."""
+    """Run beam search on a prepared batch; returns each prompt's best finished hypothesis.
+
+    Suppressed tokens and ``logits_processor`` act on each beam's logits before the softmax (as
+    Whisper's beam search does), so a beam's log-probabilities are renormalised over the allowed
+    tokens.
+    """
     k, n_new = config.num_beams, config.max_new_tokens
     bsz = batch.input_ids.shape[0]
     device = batch.input_ids.device
@@ -57,10 +72,13 @@ def beam_search(
     batch_offset = torch.arange(bsz, device=device)[:, None] * k  # (B, 1)
     all_logits: list[Tensor] | None = [] if config.output_logits else None
     prompt_len = stepper.prompt_length
+    shaping = needs_shaping(config, logits_processor)
 
     for step in range(n_new):
         if all_logits is not None:
             all_logits.append(logits.float().clone())
+        if shaping:
+            logits = shape_logits(logits, stepper.tokens[:, : stepper.length], config, step, logits_processor)
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         if seen is not None:  # like the reference, the penalty acts on log-probabilities here
             log_probs = apply_repetition_penalty(log_probs, seen, config.repetition_penalty)

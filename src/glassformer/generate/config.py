@@ -51,6 +51,10 @@ class GenerationConfig(ConfigMixin):
         tokens at every step instead; re-encoding once per quarter keeps the KV cache useful).
         A prompt longer than the context keeps its last ``block_size`` tokens.
     output_logits: also return the raw logits of every step (for inspection and tests).
+    suppress_tokens: ids that are never generated (their logits become ``-inf`` at every step),
+        as Hugging Face's ``suppress_tokens``; Whisper's non-speech symbols and control tokens.
+    begin_suppress_tokens: ids suppressed at the first new step only (``begin_suppress_tokens``
+        in Hugging Face): Whisper must not open a transcript with a blank or end it at once.
     prompt_lookup: greedy decoding of one prompt only: guess up to this many next tokens by
         copying what followed the latest earlier occurrence of the last few tokens (prompt lookup
         decoding, Saxena 2023), and let the model check all guesses in one forward pass. The
@@ -84,6 +88,8 @@ class GenerationConfig(ConfigMixin):
     truncate_prompt: bool = False
     slide_window: bool = False
     output_logits: bool = False
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
     prompt_lookup: int = 0
     greedy_shortlist: bool = True
     cpu_kernels: bool = True
@@ -91,6 +97,8 @@ class GenerationConfig(ConfigMixin):
     def __post_init__(self) -> None:
         self.stop_token_ids = tuple(self.stop_token_ids)
         self.stop_strings = tuple(self.stop_strings)
+        self.suppress_tokens = tuple(self.suppress_tokens)
+        self.begin_suppress_tokens = tuple(self.begin_suppress_tokens)
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"strategy={self.strategy!r}: unknown decoding strategy; expected one of {', '.join(STRATEGIES)}"
@@ -124,9 +132,12 @@ class GenerationConfig(ConfigMixin):
             raise ConfigError(f"num_beams={self.num_beams} only applies with strategy='beam' (got {self.strategy!r})")
         if self.stop_strings and self.strategy == "beam":
             raise ConfigError("stop_strings are not supported with strategy='beam'; use stop_token_ids")
-        for tok in self.stop_token_ids:
-            if isinstance(tok, bool) or not isinstance(tok, int) or tok < 0:
-                raise ConfigError(f"stop_token_ids: {tok!r} is not a token id (a non-negative integer)")
+        for name in ("stop_token_ids", "suppress_tokens", "begin_suppress_tokens"):
+            for tok in getattr(self, name):
+                if isinstance(tok, bool) or not isinstance(tok, int) or tok < 0:
+                    raise ConfigError(f"{name}: {tok!r} is not a token id (a non-negative integer)")
+        if self.prompt_lookup and (self.suppress_tokens or self.begin_suppress_tokens):
+            raise ConfigError(f"prompt_lookup={self.prompt_lookup} cannot be combined with suppressed tokens")
         for text in self.stop_strings:
             if not isinstance(text, str) or not text:
                 raise ConfigError(f"stop_strings: {text!r} is not a non-empty string")

@@ -23,8 +23,13 @@ An encoder-decoder (the 2017 Transformer) follows the encoder-decoder contract i
 
 ``glassformer.nn.cache`` defines the three types. The prompt is the source: right-padded (the
 encoder numbers positions from the first column, as in training), encoded once per call; the
-decoder starts from ``decoder_start_token_id`` in every row, and the output holds only target
-tokens. The first decoder step projects the encoder output into each layer's cross-attention
+decoder starts from ``decoder_input_ids`` when given (a forced prefix, one row for the whole
+batch or one per row: Whisper's ``<|startoftranscript|><|notimestamps|>``), else from
+``decoder_start_token_id`` in every row, and the output holds only the new tokens. The source
+may be token ids, float features (Whisper's log-mel ``(B, n_mels, frames)``, handed to the
+encoder as they are: the model checks them), or an ``EncoderState`` already computed (a caller
+that decodes the same audio several times, as Whisper's temperature fallback does, runs the
+encoder once; generate works on a copy, so beam search leaves the caller's state alone). The first decoder step projects the encoder output into each layer's cross-attention
 keys and values and stores them in the cache's ``cross_attn`` part; later steps feed one token
 and reuse them. ``reorder`` (beam search) moves the self-attention cache, the cross-attention
 cache and the ``EncoderState`` (encoder output and source mask) together.
@@ -56,15 +61,24 @@ from torch import Tensor, nn
 from glassformer.generate.beam import beam_search
 from glassformer.generate.config import GenerationConfig
 from glassformer.generate.layout import decode_layout
-from glassformer.generate.processors import choose_tokens, process_logits, seen_tokens
+from glassformer.generate.processors import (
+    LogitsProcessor,
+    choose_tokens,
+    needs_shaping,
+    process_logits,
+    seen_tokens,
+    shape_logits,
+)
 from glassformer.generate.stepper import GenerationOutput, PromptBatch, Stepper
 from glassformer.generate.stopping import RowTracker, Tokenizer
 from glassformer.kernels import available as kernels_available
 from glassformer.kernels import use_fast_linear
+from glassformer.nn.cache import EncoderState
 
 logger = logging.getLogger(__name__)
 
 PromptInput = Tensor | Sequence[int] | Sequence[Sequence[int]] | str | Sequence[str]
+DecoderPrefix = Tensor | Sequence[int] | Sequence[Sequence[int]]
 
 
 @dataclass
@@ -218,11 +232,13 @@ def prepare_for_model(
     attention_mask: Tensor | None,
     config: GenerationConfig,
     tokenizer: Tokenizer | None,
+    decoder_input_ids: DecoderPrefix | None = None,
 ) -> PromptBatch:
     """Pad the prompts, check their ids against the vocabulary and fit them into the context.
 
     For an encoder-decoder the prompts are its sources: they are padded on the right and encoded
-    here, once, and the batch returned holds the decoder start tokens and the encoder state.
+    here, once, and the batch returned holds the decoder's start (``decoder_input_ids`` or the
+    start token) and the encoder state.
     With ``config.cpu_kernels`` on a CPU, the model's linear layers are readied first (see
     :func:`use_cpu_kernels`).
     """
@@ -230,7 +246,12 @@ def prepare_for_model(
     if config.cpu_kernels and device.type == "cpu":
         use_cpu_kernels(model)
     if is_encoder_decoder(model):
-        return encode_sources(model, input_ids, attention_mask, config, tokenizer, device)
+        return encode_sources(model, input_ids, attention_mask, config, tokenizer, device, decoder_input_ids)
+    if decoder_input_ids is not None:
+        raise ValueError(
+            f"decoder_input_ids is for encoder-decoder models; {type(model).__name__} is a decoder: "
+            "put the forced start into the prompt (input_ids) instead"
+        )
     batch = prepare_prompts(
         input_ids, attention_mask, pad_token_id=config.pad_token_id, tokenizer=tokenizer, device=device
     )
@@ -271,6 +292,7 @@ def encode_sources(
     config: GenerationConfig,
     tokenizer: Tokenizer | None,
     device: torch.device,
+    decoder_input_ids: DecoderPrefix | None = None,
 ) -> PromptBatch:
     """Right-pad and check the sources, run the encoder once; the decoder's start batch."""
     for name in ("truncate_prompt", "slide_window"):
@@ -280,6 +302,10 @@ def encode_sources(
                 "which is kept whole: shorten the source instead"
             )
     context = model.max_seq_len
+    if isinstance(input_ids, EncoderState):  # encoded already: a copy, as beam search reorders it
+        state = EncoderState(input_ids.hidden.to(device), input_ids.attention_mask)
+        start = decoder_start(model, decoder_input_ids, state.hidden.shape[0], config, device)
+        return PromptBatch(start, None, encoder_state=state)
     if isinstance(input_ids, Tensor) and input_ids.is_floating_point():
         # features, not tokens (Whisper's log-mel (B, n_mels, frames)): the encoder checks them
         source = PromptBatch(input_ids.to(device), attention_mask)
@@ -294,14 +320,40 @@ def encode_sources(
                 f"the source ({source.input_ids.shape[1]} tokens) is longer than the model's max_seq_len="
                 f"{context}; shorten it"
             )
-    if config.max_new_tokens > context:  # the decoder is fed its start token and every new token but the last
-        raise ValueError(
-            f"max_new_tokens={config.max_new_tokens} needs more decoder positions than the model's "
-            f"max_seq_len={context}; lower max_new_tokens"
-        )
+    start = decoder_start(model, decoder_input_ids, source.input_ids.shape[0], config, device)
     state = model.encode_for_generation(source.input_ids, source.attention_mask)
-    start = torch.full((source.input_ids.shape[0], 1), model.decoder_start_token_id, dtype=torch.long, device=device)
     return PromptBatch(start, None, encoder_state=state)
+
+
+def decoder_start(
+    model: nn.Module, prefix: DecoderPrefix | None, batch_size: int, config: GenerationConfig, device: torch.device
+) -> Tensor:
+    """``(B, P)`` forced decoder prefix (one row is repeated for every source), checked to fit."""
+    if prefix is None:
+        start = torch.full((batch_size, 1), model.decoder_start_token_id, dtype=torch.long, device=device)
+    else:
+        start = torch.as_tensor(prefix, device=device)
+        if start.dtype.is_floating_point or start.dtype == torch.bool or start.dim() not in (1, 2):
+            raise ValueError(
+                f"decoder_input_ids must be integer token ids of shape (P,) or (batch, P), got dtype {start.dtype} "
+                f"and shape {tuple(start.shape)}"
+            )
+        start = start.long().reshape(-1, start.shape[-1])
+        if start.shape[1] == 0:
+            raise ValueError("decoder_input_ids is empty: give at least the start token, or leave it out")
+        if start.shape[0] == 1:
+            start = start.expand(batch_size, -1)
+        elif start.shape[0] != batch_size:
+            raise ValueError(f"decoder_input_ids has {start.shape[0]} rows for {batch_size} sources; give 1 or {batch_size}")
+        _check_vocabulary(model, PromptBatch(start, None))
+    context = model.max_seq_len
+    # the decoder is fed the prefix and every new token but the last
+    if start.shape[1] + config.max_new_tokens - 1 > context:
+        raise ValueError(
+            f"a decoder prefix of {start.shape[1]} tokens plus max_new_tokens={config.max_new_tokens} needs more "
+            f"decoder positions than the model's max_seq_len={context}; lower max_new_tokens or shorten the prefix"
+        )
+    return start.contiguous()
 
 
 def _check_vocabulary(model: nn.Module, batch: PromptBatch) -> None:
@@ -327,12 +379,18 @@ class SamplingLoop:
         batch: PromptBatch,
         config: GenerationConfig,
         tokenizer: Tokenizer | None,
+        logits_processor: LogitsProcessor | None = None,
     ) -> None:
         self.model, self.batch, self.config = model, batch, config
         if config.prompt_lookup and batch.input_ids.shape[0] != 1:
             raise ValueError(f"prompt_lookup decodes one prompt at a time; got a batch of {batch.input_ids.shape[0]}")
+        if config.prompt_lookup and logits_processor is not None:
+            raise ValueError("prompt_lookup cannot be combined with a logits_processor (guesses are checked unprocessed)")
         self.rows = RowTracker(batch.input_ids.shape[0], config, tokenizer)
-        self.stepper = Stepper(model, batch, config)
+        self.processor = logits_processor
+        self.shaping = needs_shaping(config, logits_processor)
+        # the greedy shortlist leaves only the arg-max finite: a suppressed winner needs every logit
+        self.stepper = Stepper(model, batch, config.replace(greedy_shortlist=False) if self.shaping else config)
         self.logits: list[Tensor] | None = [] if config.output_logits else None
         self.generator: torch.Generator | None = None
         if not config.greedy:
@@ -357,6 +415,8 @@ class SamplingLoop:
         for step in range(config.max_new_tokens):
             if self.logits is not None:
                 self.logits.append(logits.float().clone())
+            if self.shaping:
+                logits = shape_logits(logits, self.stepper.tokens[:, : self.stepper.length], config, step, self.processor)
             next_tokens = choose_tokens(process_logits(logits, config, seen), config, self.generator)  # (B,)
             if alive is not None:
                 next_tokens = next_tokens.masked_fill(~alive, config.pad_token_id)
@@ -451,21 +511,26 @@ def generate(
     config: GenerationConfig | None = None,
     *,
     tokenizer: Tokenizer | None = None,
+    decoder_input_ids: DecoderPrefix | None = None,
+    logits_processor: LogitsProcessor | None = None,
     **overrides,
 ) -> GenerationOutput:
     """Continue the prompt(s) with ``config``'s strategy; keyword overrides change single fields.
 
     ``input_ids``: a ``(T,)`` or ``(B, T)`` tensor (with ``attention_mask`` for left padding), a
     list of token ids, a list of such lists (padded here), or text when a ``tokenizer`` is given.
-    For an encoder-decoder they are the sources (right padding), and the output holds only the
-    target tokens; the tokenizer encodes the sources and decodes the targets.
+    For an encoder-decoder they are the sources (right padding; or float features, or an
+    ``EncoderState``), ``decoder_input_ids`` an optional forced decoder prefix, and the output
+    holds only the new target tokens; the tokenizer encodes the sources and decodes the targets.
+    ``logits_processor(tokens (B, T), logits (B, V)) -> logits`` reshapes each step's logits
+    before any strategy sees them (after ``suppress_tokens``; see ``processors.shape_logits``).
     """
     config = _resolve(config, overrides)
     with eval_mode(model), torch.inference_mode():
-        batch = prepare_for_model(model, input_ids, attention_mask, config, tokenizer)
+        batch = prepare_for_model(model, input_ids, attention_mask, config, tokenizer, decoder_input_ids)
         if config.strategy == "beam":
-            return beam_search(model, batch, config, tokenizer)
-        loop = SamplingLoop(model, batch, config, tokenizer)
+            return beam_search(model, batch, config, tokenizer, logits_processor)
+        loop = SamplingLoop(model, batch, config, tokenizer, logits_processor)
         for _ in loop:
             pass
         return loop.output()
@@ -478,6 +543,8 @@ def stream(
     config: GenerationConfig | None = None,
     *,
     tokenizer: Tokenizer | None = None,
+    decoder_input_ids: DecoderPrefix | None = None,
+    logits_processor: LogitsProcessor | None = None,
     **overrides,
 ) -> Iterator[StreamPiece]:
     """Like ``generate`` but yields each new token (and, with a tokenizer, its text) as it comes.
@@ -492,18 +559,22 @@ def stream(
             "beam search keeps several candidates until the end, so it cannot stream; use generate()"
         )
     with eval_mode(model), torch.inference_mode():  # an encoder-decoder's encoder runs here
-        batch = prepare_for_model(model, input_ids, attention_mask, config, tokenizer)
-    return _stream_pieces(model, batch, config, tokenizer)
+        batch = prepare_for_model(model, input_ids, attention_mask, config, tokenizer, decoder_input_ids)
+    return _stream_pieces(model, batch, config, tokenizer, logits_processor)
 
 
 @torch.inference_mode()
 def _stream_pieces(
-    model: nn.Module, batch: PromptBatch, config: GenerationConfig, tokenizer: Tokenizer | None
+    model: nn.Module,
+    batch: PromptBatch,
+    config: GenerationConfig,
+    tokenizer: Tokenizer | None,
+    logits_processor: LogitsProcessor | None,
 ) -> Iterator[StreamPiece]:
     # torch.inference_mode on a generator function applies only while the generator runs, so the
     # caller's code between pieces keeps its own grad mode.
     with eval_mode(model):
-        loop = SamplingLoop(model, batch, config, tokenizer)
+        loop = SamplingLoop(model, batch, config, tokenizer, logits_processor)
         rows = loop.rows
         was_done = [False] * len(rows.done)
         for step_tokens in loop:

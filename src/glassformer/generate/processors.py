@@ -4,6 +4,12 @@ Each takes ``(B, V)`` float logits and returns new ones. They run in the order o
 ``process_logits``, the same order Hugging Face's ``generate`` uses: repetition penalty,
 temperature, top-k, top-p. Filtered tokens get ``-inf`` so softmax gives them probability 0.
 
+Before them, :func:`shape_logits` applies what decides which tokens are *allowed* at all (the same
+for every strategy, beam search included): the config's suppressed tokens, and a caller's
+``logits_processor`` (``(tokens (B, T), logits (B, V)) -> logits``, Hugging Face's argument
+order), which sees every token so far, prompt or decoder prefix included. Whisper's timestamp
+rules are such a processor (``models/whisper/transcribe.py``).
+
 Both filters keep every token *at or above* a threshold value. That makes ties well defined: two
 tokens with the same logit are either both kept or both removed, whatever order a sort happened
 to put them in.
@@ -11,10 +17,14 @@ to put them in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from glassformer.generate.config import GenerationConfig
+
+LogitsProcessor = Callable[[Tensor, Tensor], Tensor]  # (tokens (B, T), logits (B, V)) -> logits (B, V)
 
 
 def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -56,6 +66,34 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     n_keep = (mass_before < p).sum(dim=-1, keepdim=True).clamp_min(1)  # (B, 1), at least one
     threshold = sorted_probs.gather(-1, n_keep - 1)  # probability of the last kept token
     return logits.masked_fill(probs < threshold, float("-inf"))
+
+
+def suppress_tokens(logits: Tensor, ids: tuple[int, ...]) -> Tensor:
+    """``logits`` with the columns ``ids`` set to ``-inf`` (a new tensor; the model's stays as it was)."""
+    if max(ids) >= logits.shape[-1]:
+        raise ValueError(
+            f"suppressed token id {max(ids)} is outside the model's vocabulary of {logits.shape[-1]} tokens; "
+            "check suppress_tokens / begin_suppress_tokens"
+        )
+    index = torch.tensor(ids, dtype=torch.long, device=logits.device)
+    return logits.index_fill(-1, index, float("-inf"))
+
+
+def needs_shaping(config: GenerationConfig, processor: LogitsProcessor | None) -> bool:
+    """Whether :func:`shape_logits` has anything to do (decided once, so plain decoding skips it)."""
+    return bool(config.suppress_tokens or config.begin_suppress_tokens or processor is not None)
+
+
+def shape_logits(
+    logits: Tensor, tokens: Tensor, config: GenerationConfig, step: int, processor: LogitsProcessor | None
+) -> Tensor:
+    """Suppressed tokens (``begin_suppress_tokens`` at ``step`` 0 only), then the caller's processor."""
+    ids = config.suppress_tokens + (config.begin_suppress_tokens if step == 0 else ())
+    if ids:
+        logits = suppress_tokens(logits.float(), ids)
+    if processor is not None:
+        logits = processor(tokens, logits.float())
+    return logits
 
 
 def process_logits(logits: Tensor, config: GenerationConfig, seen: Tensor | None = None) -> Tensor:
