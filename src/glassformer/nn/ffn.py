@@ -6,8 +6,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu"]
-GATED: dict[str, str] = {"swiglu": "silu", "geglu": "gelu"}
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"]
+GATED: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}  # geglu_tanh: Gemma
 
 
 def activation_fn(name: str) -> nn.Module:

@@ -1,7 +1,7 @@
-"""The GPT family: decoder-only language models (GPT-2, Llama-style, SmolLM2) in one class.
+"""The GPT family: decoder-only language models (GPT-2, Llama-style, SmolLM2, Gemma 3) in one class.
 
 ``FAMILY`` declares the presets (each with a ``-tiny`` twin), the training data, the checkpoint
-formats (``hf.py``: the Hugging Face layout; ``gguf.py``: SmolLM2 from a GGUF file) and that the
+formats (``hf.py``: the Hugging Face layout; ``gguf.py``: SmolLM2 and Gemma 3 from GGUF files) and that the
 family generates as a decoder.
 """
 
@@ -30,6 +30,9 @@ PRESETS = {
     "gpt2": (_cfg.gpt2, "GPT-2 small, 124M parameters"),
     "gpt2-medium": (_cfg.gpt2_medium, "GPT-2 medium, 350M parameters"),
     "smollm2-135m": (_cfg.smollm2_135m, "SmolLM2-135M: Llama architecture with grouped-query attention"),
+    "gemma3-270m": (
+        _cfg.gemma3_270m, "Gemma 3 270M: QK-norm, 4 norms per block, 5 sliding-window layers to 1 global",
+    ),
     "shakespeare-char": (_cfg.shakespeare_char, "nanoGPT's CPU config for character-level Tiny Shakespeare"),
     "shakespeare-char-rope": (
         _cfg.shakespeare_char_rope,
@@ -55,7 +58,7 @@ FAMILY = Family(
     formats=(
         Format("huggingface", load="glassformer.models.gpt.hf:from_pretrained",
                save="glassformer.models.gpt.hf:save_pretrained", exports="glassformer.models.gpt.hf:architecture",
-               model_types=("gpt2", "gpt_neox", "llama")),
+               model_types=("gpt2", "gpt_neox", "llama", "gemma3_text")),
         Format("gguf", load="glassformer.models.gpt.gguf:load_gguf_model", bundle="glassformer.models.gpt.gguf:load_gguf",
                suffixes=(".gguf",)),
     ),

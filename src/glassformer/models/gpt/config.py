@@ -27,9 +27,9 @@ from glassformer.utils.config import ConfigError, ConfigMixin
 
 PosEncoding = Literal["learned", "rope"]
 Norm = Literal["layernorm", "rmsnorm"]
-GPTActivation = Literal["gelu_tanh", "gelu", "relu", "silu", "swiglu", "geglu"]
+GPTActivation = Literal["gelu_tanh", "gelu", "relu", "silu", "swiglu", "geglu", "geglu_tanh"]
 
-GATED_ACTIVATIONS = ("swiglu", "geglu")
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 
 
 def llama_ffn_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -66,6 +66,16 @@ class GPTConfig(ConfigMixin):
     init_std: float = 0.02
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    # Gemma 3's choices (all off by default; see the module docstring's second table)
+    qk_norm: bool = False  # RMSNorm over each query and key head before RoPE
+    post_norms: bool = False  # a norm on each sublayer's output too, before the residual add
+    norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + weight), in float32; Gemma: 1.0
+    scale_embeddings: bool = False  # token embeddings times sqrt(dim)
+    query_pre_attn_scalar: float | None = None  # scores scaled by this ** -0.5; None: head_size
+    sliding_window: int | None = None  # local layers see only the last sliding_window keys
+    global_every: int | None = None  # with sliding_window: layers global_every-1, 2*global_every-1, ... are global
+    rope_local_theta: float | None = None  # RoPE base of the local layers; None: rope_theta
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap); Gemma 2: 30, Gemma 3: none
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_seq_len", "n_layers", "n_heads", "dim"):
@@ -88,7 +98,7 @@ class GPTConfig(ConfigMixin):
             )
         self._check_choice("pos_encoding", ("learned", "rope"))
         self._check_choice("norm", ("layernorm", "rmsnorm"))
-        self._check_choice("activation", ("gelu_tanh", "gelu", "relu", "silu", "swiglu", "geglu"))
+        self._check_choice("activation", ("gelu_tanh", "gelu", "relu", "silu", "swiglu", "geglu", "geglu_tanh"))
         self._check_choice("attn_backend", BACKENDS)
         if self.pos_encoding == "rope" and self.head_size % 2 != 0:
             raise ConfigError(f"GPTConfig: RoPE needs an even head size, got {self.head_size}")
@@ -104,6 +114,31 @@ class GPTConfig(ConfigMixin):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ConfigError(f"GPTConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+        self._check_gemma_fields()
+
+    def _check_gemma_fields(self) -> None:
+        for name in ("sliding_window", "global_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ConfigError(f"GPTConfig.{name} must be a positive integer or None, got {value!r}")
+        if self.global_every is not None and self.sliding_window is None:
+            raise ConfigError(
+                f"GPTConfig.global_every={self.global_every} interleaves global layers with sliding-window "
+                "ones; set sliding_window too (or leave global_every None)"
+            )
+        for name in ("query_pre_attn_scalar", "rope_local_theta", "logit_softcap"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"GPTConfig.{name} must be positive or None, got {value!r}")
+        if (self.qk_norm or self.norm_offset) and self.norm != "rmsnorm":
+            raise ConfigError(
+                f"GPTConfig: qk_norm and norm_offset are RMSNorm options, but norm={self.norm!r}; set norm='rmsnorm'"
+            )
+        if self.rope_local_theta is not None and (self.pos_encoding != "rope" or self.sliding_window is None):
+            raise ConfigError(
+                "GPTConfig.rope_local_theta is the RoPE base of sliding-window layers: it needs "
+                "pos_encoding='rope' and sliding_window"
+            )
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:
@@ -116,6 +151,22 @@ class GPTConfig(ConfigMixin):
     @property
     def head_size(self) -> int:
         return self.dim // self.n_heads if self.head_dim is None else self.head_dim
+
+    def is_local(self, layer: int) -> bool:
+        """Whether ``layer`` attends within ``sliding_window`` (True) or to every earlier key."""
+        if self.sliding_window is None:
+            return False
+        return self.global_every is None or (layer + 1) % self.global_every != 0
+
+    @property
+    def gemma_blocks(self) -> bool:
+        """Whether a Gemma option is on, so the model needs ``blocks.GemmaStack`` (per-layer masks, four norms)."""
+        return self.qk_norm or self.post_norms or bool(self.norm_offset) or self.sliding_window is not None
+
+    @property
+    def attn_scale(self) -> float | None:
+        """The factor on ``q . k``; None: attention's default ``head_size ** -0.5``."""
+        return None if self.query_pre_attn_scalar is None else self.query_pre_attn_scalar**-0.5
 
     @property
     def ffn_size(self) -> int:
@@ -147,6 +198,28 @@ def smollm2_135m() -> GPTConfig:
         ffn_dim=1536, rope_theta=100000.0, norm_eps=1e-5, tie_embeddings=True,
         bos_token_id=1, eos_token_id=2, **LLAMA_STYLE,
     )
+
+
+GEMMA3_STYLE = dict(
+    pos_encoding="rope", norm="rmsnorm", activation="geglu_tanh", bias=False, qk_norm=True, post_norms=True,
+    norm_offset=1.0, scale_embeddings=True,
+)  # fmt: skip
+
+
+def gemma3_270m() -> GPTConfig:
+    """Gemma 3 270M (Google 2025): 18 layers of width 640, 4 query heads of 256 sharing one kv head.
+
+    Five of every six layers attend within 512 tokens with RoPE base 10k, the sixth to the whole
+    context with base 1M; the 262k-token vocabulary makes the tied embedding 170M of the 270M.
+    Values from the GGUF header and transformers' ``Gemma3TextConfig`` (window, pattern, bases,
+    ``query_pre_attn_scalar``; no soft-capping).
+    """
+    return GPTConfig(
+        vocab_size=262144, max_seq_len=32768, n_layers=18, n_heads=4, n_kv_heads=1, dim=640, head_dim=256,
+        ffn_dim=2048, rope_theta=1_000_000.0, rope_local_theta=10_000.0, norm_eps=1e-6, tie_embeddings=True,
+        query_pre_attn_scalar=256.0, sliding_window=512, global_every=6, bos_token_id=2, eos_token_id=1,
+        **GEMMA3_STYLE,
+    )  # fmt: skip
 
 
 def shakespeare_char() -> GPTConfig:
@@ -182,7 +255,10 @@ def tiny(config: GPTConfig, vocab_size: int = 96) -> GPTConfig:
     """A toy twin of a preset: same architecture choices, 2 layers, width 32, context 32."""
     n_heads = 4 if config.kv_heads < config.n_heads else 2
     n_kv_heads = 2 if config.kv_heads < config.n_heads else None
+    # a window shorter than the context, and (with two layers) one local and one global layer
+    window = {} if config.sliding_window is None else {"sliding_window": 8, "global_every": 2 if config.global_every else None}
     return config.replace(
         vocab_size=vocab_size, max_seq_len=32, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads, dim=32,
         head_dim=None, ffn_dim=None, bos_token_id=None, eos_token_id=None,
+        query_pre_attn_scalar=None if config.query_pre_attn_scalar is None else 12.0, **window,
     )

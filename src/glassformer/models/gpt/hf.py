@@ -1,5 +1,5 @@
 """Hugging Face checkpoints <-> glassformer GPT: GPT-2 (``GPT2LMHeadModel``), GPT-NeoX
-(``GPTNeoXForCausalLM``) and Llama (``LlamaForCausalLM``).
+(``GPTNeoXForCausalLM``), Llama (``LlamaForCausalLM``) and Gemma 3's text model (``Gemma3ForCausalLM``).
 
 A Hugging Face folder holds ``config.json`` (field names differ per architecture) and
 ``model.safetensors`` (tensor names differ too). Converting is renaming, plus a few twists:
@@ -16,7 +16,8 @@ A Hugging Face folder holds ``config.json`` (field names differ per architecture
   leave them out): a bias-free model (nanoGPT's ``bias=False``) is written with exact-zero
   biases, and a file whose biases are all exactly zero is read back as ``bias=False``.
 
-Llama's names map one to one onto ours and need no transposes. Tied embeddings: the file
+Llama's and Gemma 3's names map one to one onto ours and need no transposes (Gemma's norm
+weights are stored as offsets from one, as ``norm_offset=1`` reads them). Tied embeddings: the file
 stores the embedding matrix once and ``lm_head.weight`` is absent (or equal to it). Which of
 our configs export to which architecture: :func:`model_type` and ``docs/hf-export.md``.
 """
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.models.gpt.config import GPTConfig
+from glassformer.models.gpt.config import GEMMA3_STYLE, GPTConfig
 from glassformer.models.gpt.model import GPT
 from glassformer.utils.weights import (
     CONFIG_NAME, WEIGHTS_NAME, read_config, read_safetensors, resolve, write_json, write_safetensors,
@@ -116,6 +117,25 @@ NEOX_KEYS: KeyMap = {
     # transformers 4 named the head embed_out; 5 reads that name too, so it is what we write
     "embed_out.weight": "lm_head.weight",
 }  # fmt: skip
+GEMMA3_KEYS: KeyMap = {
+    "model.embed_tokens.weight": "wte.weight",
+    "model.layers.{}.input_layernorm.weight": "stack.layers.{}.attn_norm.weight",
+    "model.layers.{}.self_attn.q_proj.weight": "stack.layers.{}.attn.q_proj.weight",
+    "model.layers.{}.self_attn.k_proj.weight": "stack.layers.{}.attn.k_proj.weight",
+    "model.layers.{}.self_attn.v_proj.weight": "stack.layers.{}.attn.v_proj.weight",
+    "model.layers.{}.self_attn.o_proj.weight": "stack.layers.{}.attn.o_proj.weight",
+    "model.layers.{}.self_attn.q_norm.weight": "stack.layers.{}.attn.q_norm.weight",
+    "model.layers.{}.self_attn.k_norm.weight": "stack.layers.{}.attn.k_norm.weight",
+    "model.layers.{}.post_attention_layernorm.weight": "stack.layers.{}.post_attn_norm.weight",
+    "model.layers.{}.pre_feedforward_layernorm.weight": "stack.layers.{}.ffn_norm.weight",
+    "model.layers.{}.post_feedforward_layernorm.weight": "stack.layers.{}.post_ffn_norm.weight",
+    "model.layers.{}.mlp.gate_proj.weight": "stack.layers.{}.ffn.gate.weight",
+    "model.layers.{}.mlp.up_proj.weight": "stack.layers.{}.ffn.up.weight",
+    "model.layers.{}.mlp.down_proj.weight": "stack.layers.{}.ffn.down.weight",
+    "model.norm.weight": "stack.final_norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}  # fmt: skip
+GEMMA3_IGNORED = re.compile(r"rotary_emb\.\w+$")
 # Buffers old GPT-NeoX files (Pythia) carry: the causal mask and the rotary frequencies.
 NEOX_IGNORED = re.compile(r"\.attention\.(bias|masked_bias)$|rotary_emb\.inv_freq$")
 
@@ -124,6 +144,7 @@ ARCHITECTURES: dict[str, tuple[KeyMap, re.Pattern[str], str]] = {
     "gpt2": (GPT2_KEYS, GPT2_IGNORED, "GPT2LMHeadModel"),
     "gpt_neox": (NEOX_KEYS, NEOX_IGNORED, "GPTNeoXForCausalLM"),
     "llama": (LLAMA_KEYS, LLAMA_IGNORED, "LlamaForCausalLM"),
+    "gemma3_text": (GEMMA3_KEYS, GEMMA3_IGNORED, "Gemma3ForCausalLM"),
 }
 # Architectures whose files always hold biases: bias=False is written (and read) as exact zeros.
 ALWAYS_BIASED = ("gpt2", "gpt_neox")
@@ -163,6 +184,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
         )  # fmt: skip
     if kind == "gpt_neox":
         return _neox_config(hf, source)
+    if kind == "gemma3_text":
+        return _gemma3_config(hf, source)
     if kind == "llama":
         theta = _rope(hf, source).get("rope_theta", hf.get("rope_theta", 10000.0))
         if hf.get("hidden_act", "silu") != "silu":
@@ -185,7 +208,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
         )  # fmt: skip
     raise ValueError(
         f"{source}: model_type {kind!r} is not a GPT-family architecture glassformer reads; "
-        "supported: 'gpt2' (GPT2LMHeadModel), 'gpt_neox' (GPTNeoXForCausalLM) and 'llama' (LlamaForCausalLM)"
+        "supported: 'gpt2' (GPT2LMHeadModel), 'gpt_neox' (GPTNeoXForCausalLM), 'llama' (LlamaForCausalLM) "
+        "and 'gemma3_text' (Gemma3ForCausalLM)"
     )
 
 
@@ -227,6 +251,52 @@ def _neox_config(hf: dict[str, Any], source: str) -> GPTConfig:
     )  # fmt: skip
 
 
+def _gemma3_config(hf: dict[str, Any], source: str) -> GPTConfig:
+    """Gemma 3's text model: ``layer_types`` becomes ``sliding_window`` + ``global_every``, and each
+    kind's RoPE base comes from ``rope_parameters`` (transformers 5) or the older flat fields."""
+    for field in ("attn_logit_softcapping", "use_bidirectional_attention", "attention_bias"):
+        if hf.get(field):
+            raise ValueError(f"{source}: Gemma 3 with {field}={hf[field]!r} is not supported")
+    if hf.get("hidden_activation", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu_new", "gelu_tanh"):
+        raise ValueError(f"{source}: Gemma 3 with hidden_activation={hf['hidden_activation']!r} is not supported")
+    n = hf["num_hidden_layers"]
+    kinds = hf.get("layer_types") or [
+        "full_attention" if (i + 1) % hf.get("sliding_window_pattern", 6) == 0 else "sliding_attention" for i in range(n)
+    ]
+    window, every = _window_pattern(kinds, hf.get("sliding_window"), source)
+    rope = hf.get("rope_parameters") or {}
+    full = _rope({"rope_parameters": rope.get("full_attention") or {"rope_theta": hf.get("rope_theta", 1e6)}}, source)
+    local = _rope({"rope_parameters": rope.get("sliding_attention") or {"rope_theta": hf.get("rope_local_base_freq", 1e4)}},
+                  source)  # fmt: skip
+    n_heads = hf["num_attention_heads"]
+    return GPTConfig(
+        vocab_size=hf["vocab_size"], max_seq_len=hf.get("max_position_embeddings", 131072), n_layers=n,
+        n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads, dim=hf["hidden_size"],
+        head_dim=hf.get("head_dim", 256), ffn_dim=hf["intermediate_size"], rope_theta=float(full["rope_theta"]),
+        rope_local_theta=float(local["rope_theta"]) if window else None, norm_eps=hf.get("rms_norm_eps", 1e-6),
+        tie_embeddings=hf.get("tie_word_embeddings", True), dropout=0.0, init_std=hf.get("initializer_range", 0.02),
+        query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)), sliding_window=window,
+        global_every=every, logit_softcap=hf.get("final_logit_softcapping"), **GEMMA3_STYLE, **_special_ids(hf),
+    )  # fmt: skip
+
+
+def _window_pattern(kinds: list[str], window: int | None, source: str) -> tuple[int | None, int | None]:
+    """``layer_types`` -> ``(sliding_window, global_every)``; only "every N-th layer global" is expressible."""
+    globals_ = [i for i, k in enumerate(kinds) if k == "full_attention"]
+    if len(globals_) == len(kinds) or window is None:
+        return None, None
+    if not globals_:
+        return window, None
+    every = globals_[0] + 1
+    expected = ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(len(kinds))]
+    if kinds != expected:
+        raise ValueError(
+            f"{source}: layer_types {kinds} is not 'every {every}th layer global'; GPTConfig.global_every "
+            "expresses only that pattern"
+        )
+    return window, every
+
+
 def _special_ids(hf: dict[str, Any]) -> dict[str, int | None]:
     """bos/eos ids. Hugging Face allows a list of eos ids (GPTConfig keeps the first) and, with only
     a warning, ids outside the vocabulary (a config copied from a bigger model): those become None."""
@@ -253,6 +323,8 @@ def model_type(config: GPTConfig) -> str:
     same function (``docs/hf-export.md`` has the table).
     """
     c = config
+    if c.gemma_blocks:
+        return _gemma3_type(c)
     if c.norm == "layernorm" and c.activation in ACTIVATIONS_TO_HF:
         arch = "gpt2" if c.pos_encoding == "learned" else "gpt_neox"
         if c.kv_heads != c.n_heads or c.head_size * c.n_heads != c.dim:
@@ -268,6 +340,19 @@ def model_type(config: GPTConfig) -> str:
         f"no Hugging Face architecture matches pos_encoding={c.pos_encoding!r}, norm={c.norm!r}, "
         f"activation={c.activation!r}; what exports: {EXPORT_TABLE}"
     )
+
+
+def _gemma3_type(c: GPTConfig) -> str:
+    """``"gemma3_text"`` when every Gemma choice is Gemma 3's, else the first one that is not."""
+    for field, value in GEMMA3_STYLE.items():
+        if getattr(c, field) != value:
+            raise ValueError(
+                f"GPTConfig.{field}={getattr(c, field)!r}: a config with Gemma's options exports only as "
+                f"Gemma 3 (Gemma3ForCausalLM), which needs {field}={value!r}"
+            )
+    if c.sliding_window is not None and c.rope_local_theta is None:
+        raise ValueError("GPTConfig.rope_local_theta=None: Gemma 3's sliding-window layers have their own RoPE base")
+    return "gemma3_text"
 
 
 def architecture(config: GPTConfig) -> str:
@@ -296,6 +381,8 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         "max_position_embeddings": c.max_seq_len, "hidden_size": c.dim, "intermediate_size": c.ffn_size,
         "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "attention_dropout": c.dropout,
     }  # fmt: skip
+    if arch == "gemma3_text":
+        return _gemma3_to_hf(c, common, shape)
     if arch == "gpt_neox":
         # rotary_pct / rotary_emb_base are what transformers 4 reads; 5 reads rope_parameters
         return {
@@ -308,6 +395,21 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         **common, **shape, "num_key_value_heads": c.kv_heads, "head_dim": c.head_size, "hidden_act": "silu",
         "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta, "rope_parameters": rope,
         "attention_bias": c.bias, "mlp_bias": c.bias,
+    }  # fmt: skip
+
+
+def _gemma3_to_hf(c: GPTConfig, common: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    kinds = ["sliding_attention" if c.is_local(i) else "full_attention" for i in range(c.n_layers)]
+    local_theta = c.rope_local_theta or c.rope_theta
+    scalar = c.query_pre_attn_scalar or c.head_size
+    return {
+        **common, **shape, "num_key_value_heads": c.kv_heads, "head_dim": c.head_size,
+        "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": c.norm_eps,
+        "query_pre_attn_scalar": int(scalar) if float(scalar).is_integer() else scalar, "layer_types": kinds,
+        "sliding_window": c.sliding_window or c.max_seq_len, "final_logit_softcapping": c.logit_softcap,
+        "attn_logit_softcapping": None, "attention_bias": False,
+        "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": c.rope_theta},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}},
     }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
+from glassformer.models.gpt.blocks import GemmaStack, LayerInputs
 from glassformer.models.gpt.config import GPTConfig
 from glassformer.nn.blocks import TransformerStack
 from glassformer.nn.cache import DynamicCache, KVCache, StaticCache
@@ -45,13 +46,19 @@ class GPT(ModelBase):
         self.wte = nn.Embedding(c.vocab_size, c.dim)  # token embeddings
         self.wpe = LearnedPositionalEmbedding(c.max_seq_len, c.dim) if c.pos_encoding == "learned" else None
         self.rotary = RotaryEmbedding(c.head_size, c.rope_theta) if c.pos_encoding == "rope" else None
+        # Gemma 3: sliding-window layers rotate with their own base
+        self.rotary_local = RotaryEmbedding(c.head_size, c.rope_local_theta) if c.rope_local_theta else None
         self.drop = nn.Dropout(c.dropout)
-        self.stack = TransformerStack(
-            c.n_layers, c.dim, c.n_heads,
-            n_kv_heads=c.kv_heads, head_dim=c.head_size, ffn_dim=c.ffn_size, activation=c.activation,
-            norm=c.norm, norm_eps=c.norm_eps, norm_position="pre", bias=c.bias,
-            dropout=c.dropout, attn_dropout=c.dropout, backend=c.attn_backend,
-        )  # fmt: skip
+        self.stack: TransformerStack | GemmaStack
+        if c.gemma_blocks:
+            self.stack = GemmaStack(c)
+        else:
+            self.stack = TransformerStack(
+                c.n_layers, c.dim, c.n_heads,
+                n_kv_heads=c.kv_heads, head_dim=c.head_size, ffn_dim=c.ffn_size, activation=c.activation,
+                norm=c.norm, norm_eps=c.norm_eps, norm_position="pre", bias=c.bias,
+                dropout=c.dropout, attn_dropout=c.dropout, backend=c.attn_backend, attn_scale=c.attn_scale,
+            )  # fmt: skip
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         if c.tie_embeddings:
             # One matrix both reads tokens in and scores them out (Press & Wolf 2017): fewer
@@ -105,6 +112,8 @@ class GPT(ModelBase):
             model.lm_head.weight = model.wte.weight  # to_empty() made separate tensors: tie them again
         if model.rotary is not None:  # a buffer computed from the config, not stored in files
             model.rotary.inv_freq = RotaryEmbedding(config.head_size, config.rope_theta).inv_freq
+        if model.rotary_local is not None:
+            model.rotary_local.inv_freq = RotaryEmbedding(config.head_size, config.rope_local_theta).inv_freq
         return model
 
     @property
@@ -171,25 +180,27 @@ class GPT(ModelBase):
                 position_ids = torch.arange(past, past + t, device=input_ids.device)[None]  # (1, T)
 
         x = self.wte(input_ids)  # (B, T, C)
+        if self.config.scale_embeddings:  # Gemma: sqrt(dim), rounded to the weights' dtype as Gemma does
+            x = x * torch.tensor(math.sqrt(self.config.dim), dtype=x.dtype)
         if self.wpe is not None:
             x = x + self.wpe(position_ids)  # (B, T, C)
         x = self.drop(x)
         rope = self.rotary.cos_sin(position_ids, dtype=x.dtype) if self.rotary is not None else None
-
-        if attention_mask is None and (past == 0 or t == 1):
-            # the fused kernels' own causal path: no mask tensor at all; and one new token after a
-            # cache sees every key, so a decoding step needs no mask either
-            mask, is_causal = None, t > 1
+        mask, is_causal = self._mask(t, past, attention_mask, input_ids.device)
+        if isinstance(self.stack, GemmaStack):
+            local = self._local_inputs(t, past, attention_mask, position_ids, x.dtype, LayerInputs(mask, is_causal, rope))
+            out = self.stack(
+                x, local=local, global_=LayerInputs(mask, is_causal, rope), cache=cache, return_weights=return_weights
+            )
         else:
-            mask = build_attention_mask(
-                t, past + t, causal=True, attention_mask=attention_mask, device=input_ids.device
-            )  # (B or 1, 1, T, past + T) bool
-            is_causal = False
-        out = self.stack(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, return_weights=return_weights)
+            out = self.stack(x, mask=mask, is_causal=is_causal, rope=rope, cache=cache, return_weights=return_weights)
         h = out.hidden  # (B, T, C)
         if logits_to_keep > 0:
             h = h[:, -logits_to_keep:]  # generation needs only the last position's logits
         logits = (lm_head or self.lm_head)(h)  # (B, T or logits_to_keep, V)
+        if self.config.logit_softcap is not None:  # squash into (-cap, cap), keeping the order
+            cap = self.config.logit_softcap
+            logits = torch.tanh(logits / cap) * cap
 
         loss = None
         if targets is not None:
@@ -197,6 +208,35 @@ class GPT(ModelBase):
                 logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return ModelOutput(loss=loss, logits=logits, attentions=out.attentions, cache=cache)
+
+    @staticmethod
+    def _mask(t: int, past: int, attention_mask: Tensor | None, device: torch.device) -> tuple[Tensor | None, bool]:
+        """The causal (and padding) mask of global attention, or None where a kernel's flag does it."""
+        if attention_mask is None and (past == 0 or t == 1):
+            # the fused kernels' own causal path: no mask tensor at all; and one new token after a
+            # cache sees every key, so a decoding step needs no mask either
+            return None, t > 1
+        mask = build_attention_mask(t, past + t, causal=True, attention_mask=attention_mask, device=device)
+        return mask, False  # (B or 1, 1, T, past + T) bool
+
+    def _local_inputs(
+        self, t: int, past: int, attention_mask: Tensor | None, position_ids: Tensor, dtype: torch.dtype,
+        global_: LayerInputs,
+    ) -> LayerInputs:
+        """Sliding-window layers: the global mask, minus keys ``sliding_window`` or more columns back.
+
+        The window counts cache columns, as Hugging Face's does, so a left-padded row sees the same
+        keys as it does alone. The KV cache keeps every key; only the mask forgets the old ones.
+        """
+        rope = global_.rope if self.rotary_local is None else self.rotary_local.cos_sin(position_ids, dtype=dtype)
+        window = self.config.sliding_window
+        if window is None or past + t <= window:
+            return LayerInputs(global_.mask, global_.is_causal, rope)
+        q_pos = torch.arange(past, past + t, device=position_ids.device)[:, None]
+        k_pos = torch.arange(past + t, device=position_ids.device)[None, :]
+        band = (k_pos > q_pos - window) & (k_pos <= q_pos)  # (T, past + T): causal and within the window
+        mask = band if global_.mask is None else global_.mask & band
+        return LayerInputs(mask, False, rope)
 
     def _check_inputs(
         self,
