@@ -62,5 +62,6 @@ FAMILY = Family(
                exports="glassformer.models.whisper.hf:architecture", model_types=("whisper",)),
     ),  # fmt: skip
     generation="encoder-decoder",
+    cli="glassformer.models.whisper.cli",
     data={"whisper-digits": "glassformer.data.speech:build_digits"},
 )

@@ -423,3 +423,27 @@ def _segments(vocab: Vocabulary, decoded: WindowDecode, frames: int, timestamps:
         last = cut
     advance = frames if single_ending else (tokens[last - 1] - begin) * FRAMES_PER_TIMESTAMP
     return found, advance
+
+
+def load_for_transcription(source: str | Path = "tiny.en") -> tuple[torch.nn.Module, Any]:
+    """A model and its tokenizer: ``"tiny.en"`` (the packaged weights) or a checkpoint folder.
+
+    A folder with a ``tokenizer.json`` is read with Whisper's tokenizer; one without (a
+    ``whisper-digits`` run of ``glassformer train``) gets the character vocabulary it was trained on.
+    """
+    from glassformer.models import load_model
+    from glassformer.models.whisper.packaged import load_tiny_en
+    from glassformer.models.whisper.tokenizer import WhisperTokenizer
+
+    if str(source) == "tiny.en":
+        return load_tiny_en()
+    folder = Path(source)
+    model = load_model(folder, family="whisper").eval()
+    for candidate in (folder, folder.parent / "tokenizer", folder.parent):
+        if (candidate / "tokenizer.json").is_file():
+            return model, WhisperTokenizer.from_folder(candidate, vocab_size=model.config.vocab_size)
+    from glassformer.data.speech import SpeechVocab
+
+    vocab = SpeechVocab()
+    vocab.check_model(model.config)
+    return model, vocab
