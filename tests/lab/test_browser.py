@@ -6,7 +6,6 @@ sessions at once each get their own answer."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse

@@ -67,7 +67,8 @@ def build(ctx: LabContext) -> None:
         head = gr.Textbox("all", label="Head (a number, or 'all')", elem_id="attn-head")
         run = gr.Button("Show attention", variant="primary", elem_id="attn-run")
     summary = gr.Markdown(elem_id="attn-summary")
-    picture = gr.Image(label="Heatmap (rows: queries, columns: keys)", type="filepath", elem_id="attn-png")
+    picture = gr.Image(label="Heatmap (rows: queries, columns: keys)", type="filepath", elem_id="attn-png",
+                       buttons=["download", "fullscreen"])
     view = gr.HTML(elem_id="attn-view")
 
     @error_boundary
