@@ -79,7 +79,7 @@ def _expected_reply(lab_ctx, message: str) -> str:
     return list(chat_tab.reply(lab_ctx, TINY_GPT, message, [], config))[-1][-1]["content"]
 
 
-def test_every_tab_works_in_a_browser(page, lab):
+def test_every_tab_works_in_a_browser(page, lab, tmp_path):
     _tab(page, "Attention explorer")
     page.locator("#attn-text textarea").fill("the cat sat")
     page.locator("#attn-head textarea").fill("1")
@@ -105,7 +105,12 @@ def test_every_tab_works_in_a_browser(page, lab):
     page.locator("#cls-text textarea").fill("a good film")
     page.locator("#cls-run").click()
     page.locator("#cls-attention").get_by_text("[CLS]").first.wait_for()
-    assert re.search(r"negative|positive", page.locator("#cls-label").inner_text())
+    page.locator("#cls-label").get_by_text(re.compile("negative|positive")).first.wait_for()
+    page.get_by_text("Label a file (one text per line)").click()
+    texts = tmp_path / "reviews.txt"
+    texts.write_text("an awful plot\nlovely actors\n", encoding="utf-8")
+    page.locator("#cls-file input[type=file]").set_input_files(str(texts))
+    page.locator("#cls-table").get_by_text("lovely actors").wait_for()  # uploaded, read and labelled
     _shot(page, "classify")
 
     _tab(page, "RAG")

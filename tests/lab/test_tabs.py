@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import numpy as np
@@ -11,7 +12,17 @@ from PIL import Image
 
 from glassformer.generate.chat import ChatSession
 from glassformer.lab import attention_tab, chat_tab, classify_tab, rag_tab
-from glassformer.lab.catalog import TINY_BERT, TINY_CLASSIFIER, TINY_GPT, Catalog, Entry, Loaded
+from glassformer.lab.catalog import (
+    MINILM,
+    SMOLLM2,
+    TINY_BERT,
+    TINY_CLASSIFIER,
+    TINY_GPT,
+    Catalog,
+    Entry,
+    Loaded,
+    default_catalog,
+)
 from glassformer.lab.limits import LabInputError, Limits
 from glassformer.models.bert.finetune import classify
 from glassformer.viz.attention import DPI, head_view_data, heatmap_figure_size, model_attention
@@ -144,3 +155,17 @@ def test_rag_tab_waits_for_glassformer_rag():
         assert reason is not None and "glassformer.rag" in reason
     else:
         assert reason is None
+
+
+def test_default_list_names_packaged_models_and_finetuned_classifiers(ctx, tmp_path):
+    """Nothing is loaded to make the list; a classifier under out/ replaces the untrained stand-in."""
+    bare = default_catalog(out_dir=tmp_path)
+    assert [(e.name, e.kind) for e in bare.entries] == [
+        (SMOLLM2, "decoder"), (MINILM, "encoder"), (f"{MINILM} (untrained head)", "classifier")]
+    shutil.copytree(ctx.workdir / "models" / TINY_CLASSIFIER, tmp_path / "finetune-sst2" / "model")
+    found = default_catalog([ctx.workdir / "models" / TINY_GPT], out_dir=tmp_path)
+    assert [(e.name, e.kind) for e in found.entries] == [
+        (SMOLLM2, "decoder"), (MINILM, "encoder"), (TINY_GPT, "decoder"), ("finetune-sst2/model", "classifier")]
+    assert not any(found.is_loaded(n) for n in found.names())
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        default_catalog([tmp_path / "missing"], out_dir=tmp_path)

@@ -213,7 +213,7 @@ def default_catalog(models: Iterable[str | os.PathLike[str]] = (), out_dir: str 
         entries.append(Entry(f"{MINILM} (untrained head)", "classifier", _untrained_classifier(MINILM),
                              note="no fine-tuned classifier found: a random head, labels meaningless "
                              "until `glassformer finetune bert ...`"))
-    return _unique(entries)
+    return Catalog(_unique(entries))
 
 
 def _unique(entries: list[Entry]) -> list[Entry]:
