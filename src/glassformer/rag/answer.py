@@ -107,7 +107,9 @@ class ExtractiveAnswerer:
         candidates = [(i, s) for i, hit in enumerate(hits) for s in sentences(hit.chunk)]
         if not candidates:
             return hits[0].chunk.text.strip(), [0]
-        vectors = self.embedder.embed([question, *(s for _, s in candidates)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a cut question is already in the answer's notes
+            vectors = self.embedder.embed([question, *(s for _, s in candidates)])
         scores = vectors[1:] @ vectors[0]
         order = np.argsort(-scores, kind="stable")
         chosen = [int(order[0])]
@@ -141,7 +143,10 @@ def chat_prompt(question: str, hits: Sequence[Hit]) -> str:
 class ChatAnswerer:
     """A generating model with a chat template, answering greedily from the numbered chunks."""
 
-    def __init__(self, model: Any, tokenizer: Any, template: str | None, name: str, max_new_tokens: int = 200) -> None:
+    # a 135M model decoding greedily from a long prompt falls into loops; a mild penalty keeps it out
+    REPETITION_PENALTY = 1.2
+
+    def __init__(self, model: Any, tokenizer: Any, template: str | None, name: str, max_new_tokens: int = 160) -> None:
         self.model, self.tokenizer, self.template, self.name = model, tokenizer, template, name
         self.max_new_tokens = max_new_tokens
 
@@ -149,7 +154,8 @@ class ChatAnswerer:
         from glassformer.generate import GenerationConfig
         from glassformer.generate.chat import ChatSession
 
-        config = GenerationConfig(strategy="greedy", max_new_tokens=self.max_new_tokens)
+        config = GenerationConfig(strategy="greedy", max_new_tokens=self.max_new_tokens,
+                                  repetition_penalty=self.REPETITION_PENALTY)
         session = ChatSession(self.model, self.tokenizer, template=self.template, config=config, system=SYSTEM)
         text = "".join(session.reply(chat_prompt(question, hits))).strip()
         cited = sorted({int(n) - 1 for n in CITE_MARK.findall(text) if 1 <= int(n) <= len(hits)})
