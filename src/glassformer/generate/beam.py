@@ -46,9 +46,9 @@ def beam_search(
 ) -> GenerationOutput:
     """Run beam search on a prepared batch; returns each prompt's best finished hypothesis.
 
-    Suppressed tokens and ``logits_processor`` act on each beam's logits before the softmax (as
-    Whisper's beam search does), so a beam's log-probabilities are renormalised over the allowed
-    tokens.
+    Suppressed tokens and ``logits_processor`` act on each beam's log-probabilities (after the
+    repetition penalty), as in Hugging Face's beam search: a suppressed token's probability is
+    removed, not shared out among the others.
     """
     k, n_new = config.num_beams, config.max_new_tokens
     bsz = batch.input_ids.shape[0]
@@ -77,11 +77,11 @@ def beam_search(
     for step in range(n_new):
         if all_logits is not None:
             all_logits.append(logits.float().clone())
-        if shaping:
-            logits = shape_logits(logits, stepper.tokens[:, : stepper.length], config, step, logits_processor)
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         if seen is not None:  # like the reference, the penalty acts on log-probabilities here
             log_probs = apply_repetition_penalty(log_probs, seen, config.repetition_penalty)
+        if shaping:
+            log_probs = shape_logits(log_probs, stepper.tokens[:, : stepper.length], config, step, logits_processor)
         scores = (log_probs.view(bsz, k, vocab) + running[:, :, None]).view(bsz, k * vocab)
         top_scores, top_index = torch.topk(scores, n_candidates, dim=-1)  # (B, 2K)
         top_beam = top_index // vocab  # which beam each candidate extends
