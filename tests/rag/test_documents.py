@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from glassformer.rag.documents import ChunkSettings, chunk_file, list_files, pack, markdown_paragraphs, read_chunks
+from glassformer.rag.documents import (
+    ChunkSettings,
+    chunk_file,
+    list_files,
+    markdown_paragraphs,
+    pack,
+    read_chunks,
+)
 
 
 def word_count(text: str) -> int:

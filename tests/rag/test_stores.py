@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from glassformer.rag import stores
-from glassformer.rag.stores import ExactStore, FaissStore, QdrantStore, make_store, open_store, recall_vs_exact
+from glassformer.rag.stores import (
+    ExactStore,
+    FaissStore,
+    QdrantStore,
+    make_store,
+    open_store,
+    recall_vs_exact,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def test_add_and_delete_in_place_then_round_trip(engine: str, corpus, tmp_path: 
     assert getattr(store, "index", None) is index_before  # the same FAISS index object: no rebuild
     assert len(store) == 550
     hits = store.search(vectors[10], 5)
-    assert "s10" not in [h for h, _ in hits]  # deleted
+    assert "s10" not in [h for h, _ in hits] and len(hits) == 5  # deleted, and k hits all the same
     assert store.search(vectors[550], 1)[0][0] == "s550"  # added later, found
     store.save(tmp_path / "store")
     reopened = open_store(tmp_path / "store")

@@ -24,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from glassformer.rag.documents import Chunk, ChunkSettings, ReadResult, file_digest, list_files, read_chunks, relative_name
+from glassformer.rag.documents import (
+    Chunk,
+    ChunkSettings,
+    ReadResult,
+    file_digest,
+    list_files,
+    read_chunks,
+    relative_name,
+)
 from glassformer.rag.embed import DEFAULT_MODEL, Embedder
 from glassformer.rag.stores import VectorStore, current_version, make_store, publish, store_class
 
