@@ -23,7 +23,7 @@ from glassformer.generate.decode import stream
 from glassformer.utils.config import ConfigError
 
 # Special tokens that end an assistant turn in common chat formats (ChatML, Llama 3, GPT-2...).
-END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>")
+END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>", "<end_of_turn>")
 PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 HELP = "commands: /reset (forget the conversation)  /temp X  /topk N  /topp P  /quit"
 

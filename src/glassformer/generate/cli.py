@@ -44,6 +44,7 @@ def register(add_parser: AddParser) -> None:
         "context. Commands: /reset /temp X /topk N /topp P /quit.",
     )
     chat.add_argument("checkpoint", nargs="?", help="model folder or .gguf file (default: the chat model a family offers)")
+    chat.add_argument("--model", default=None, help="a chat model a family offers by name (gemma3-270m, smollm2-135m)")
     chat.add_argument("--system", default=None, help="a system message that starts the conversation")
     _sampling_args(chat, temperature=0.7, top_p=0.9, max_new_tokens=256)
     chat.set_defaults(func=_chat)
@@ -104,7 +105,7 @@ def _chat(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         model, tokenizer, template, name = ckpt.model, ckpt.tokenizer, ckpt.chat_template, ckpt.name
     else:
-        model, tokenizer, template, name = _default_chat_model()
+        model, tokenizer, template, name = _default_chat_model(args.model)
     config = GenerationConfig(
         strategy="sample" if args.temperature > 0 else "greedy",
         max_new_tokens=args.max_new_tokens,
@@ -148,12 +149,12 @@ def run_chat(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = s
         stdout.write("\n")
 
 
-def _default_chat_model() -> tuple[Any, Any, str | None, str]:
-    """The chat model a family offers when no checkpoint is given (``Family.chat_model``)."""
+def _default_chat_model(name: str | None = None) -> tuple[Any, Any, str | None, str]:
+    """The chat model a family offers when no checkpoint is given (``Family.chat_model``), by ``name`` if given."""
     from glassformer.registry import families, import_path
 
     offers = [f.chat_model for f in families().values() if f.chat_model]
     if not offers:
         raise FileNotFoundError("no checkpoint given, and no family offers a default chat model; "
                                 "pass a model folder: glassformer chat CHECKPOINT")
-    return import_path(offers[0])()
+    return import_path(offers[0])(name) if name else import_path(offers[0])()
