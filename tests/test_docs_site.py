@@ -1,4 +1,5 @@
-"""The docs site builds with warnings as errors, and the repository paths its pages name exist.
+"""The docs site builds with warnings as errors, the repository paths its pages name exist, and
+the RAG questions (``bench/rag_questions.jsonl``) still quote their pages.
 
 MkDocs' strict mode catches what a reader would trip over inside the site: a broken link between
 pages, a missing image, a page left out of the nav. It cannot see files outside ``docs/``, which
