@@ -90,3 +90,68 @@ def test_gemma_options_without_their_companions_are_refused():
         from glassformer.models.gpt.hf import model_type
 
         model_type(cfg.gemma3_270m().replace(post_norms=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# the real file (make gemma3-weights)
+
+CHAT = "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n"
+
+
+@pytest.fixture(scope="module")
+def gemma_file():
+    from glassformer.models.gpt.gguf import find_gemma3_gguf
+
+    try:
+        return find_gemma3_gguf()
+    except FileNotFoundError:
+        pytest.skip(SKIP_WEIGHTS)
+
+
+def test_q4_k_and_q6_k_dequantize_bit_exact_to_gguf(gemma_file):
+    gguf = pytest.importorskip("gguf")
+    from glassformer.models.gpt.quants import DEQUANTIZERS
+
+    seen = set()
+    for tensor in gguf.GGUFReader(gemma_file).tensors:
+        kind = tensor.tensor_type.name
+        if kind in DEQUANTIZERS and kind not in seen:  # one of each per kind keeps it fast
+            ref = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            ours = DEQUANTIZERS[kind](tensor.data, ref.shape)
+            assert np.array_equal(ours.view(np.uint32), ref.view(np.uint32)), tensor.name
+            seen.add(kind)
+    assert seen == {"Q4_K", "Q6_K"}
+
+
+@pytest.fixture(scope="module")
+def both(gemma_file):
+    """Ours and transformers' loads of the same GGUF (transformers dequantizes it itself)."""
+    from glassformer.models.gpt.gguf import load_gguf
+
+    ours, tokenizer, template = load_gguf(gemma_file)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        gemma_file.parent, gguf_file=gemma_file.name, dtype=torch.float32
+    ).eval()
+    return ours, tokenizer, template, hf
+
+
+@pytest.mark.slow  # transformers dequantizes the GGUF and converts its tokenizer: minutes on 2 cores
+def test_gguf_logits_and_32_greedy_tokens_equal_transformers(both):
+    ours, tokenizer, template, hf = both
+    from glassformer.models.gpt.gguf import apply_chat_template
+
+    assert apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], template=template) == CHAT
+    ids = torch.tensor([tokenizer.encode(CHAT)])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=1e-4, rtol=0)
+        ref = hf.generate(ids, max_new_tokens=32, do_sample=False)[0, ids.shape[1] :].tolist()
+    assert generate(ours, ids, max_new_tokens=32, strategy="greedy").tokens[0] == ref
+
+
+@pytest.mark.slow
+def test_sentencepiece_tokenizer_matches_transformers(gemma_file, both):
+    tokenizer = both[1]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(gemma_file.parent, gguf_file=gemma_file.name)
+    for text in (CHAT, "  two  spaces, naïve café 🤖 ½\n\n\nthree newlines", "def f(x):\n    return x**2"):
+        assert tokenizer.encode(text) == hf_tok(text).input_ids, text
+        assert tokenizer.decode(tokenizer.encode(text, add_bos=False)) == text
