@@ -392,7 +392,7 @@ def load_gemma3(*, use_cache: bool = True) -> tuple[GPT, Any, str]:
     return load_gguf(find_gemma3_gguf(), use_cache=use_cache)
 
 
-CHAT_MODELS = {"smollm2-135m": (load_smollm2, "SmolLM2-135M-Instruct"), "gemma3-270m": (load_gemma3, "Gemma 3 270M")}
+CHAT_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M"}  # --model name: title
 
 
 def load_gguf_model(path: str | os.PathLike[str]) -> GPT:
@@ -400,15 +400,16 @@ def load_gguf_model(path: str | os.PathLike[str]) -> GPT:
     return load_gguf(path)[0]
 
 
-def default_chat_model(name: str = "smollm2-135m") -> tuple[GPT, Any, str | None, str]:
+def default_chat_model(name: str | None = None) -> tuple[GPT, Any, str | None, str]:
     """``glassformer chat``'s model when none is given (SmolLM2-135M-Instruct), or the one ``--model`` names."""
-    if name not in CHAT_MODELS:
+    if name is not None and name not in CHAT_MODELS:
         raise ValueError(f"unknown chat model {name!r}; the GPT family offers {sorted(CHAT_MODELS)}")
-    load, title = CHAT_MODELS[name]
+    load = load_gemma3 if name == "gemma3-270m" else load_smollm2  # looked up now: tests replace them
+    what = "the default chat model" if name is None else f"the chat model {name}"
     try:
         model, tokenizer, template = load()
     except (FileNotFoundError, ImportError) as err:
         raise FileNotFoundError(
-            f"the chat model {name} is not available ({err}); pass a model folder: glassformer chat CHECKPOINT"
+            f"no checkpoint given, and {what} is not available ({err}); pass a model folder: glassformer chat CHECKPOINT"
         ) from None
-    return model, tokenizer, template or None, title
+    return model, tokenizer, template or None, CHAT_MODELS[name or "smollm2-135m"]
