@@ -220,3 +220,17 @@ def test_bad_options_are_named() -> None:
         transcribe(model, None, audio, temperatures=())
     with pytest.raises(AudioError, match="16-kHz mono float"):
         transcribe(model, None, np.zeros((2, 100), np.float32))
+
+
+@needs_weights
+def test_cli_prints_text_and_real_time_factor(tmp_path: Path, capsys) -> None:
+    soundfile = pytest.importorskip("soundfile")
+    from glassformer.cli import main
+
+    clip = tmp_path / "jfk_start.wav"
+    soundfile.write(clip, load_audio(JFK)[: 3 * 16000], 16000)  # "And so my fellow Americans"
+    assert main(["transcribe", str(clip), "--timestamps"]) == 0
+    out = capsys.readouterr().out
+    assert "fellow" in out.lower() and "real-time factor" in out and "[   0.00 ->" in out
+    with pytest.raises(SystemExit, match="no such audio file"):
+        main(["transcribe", str(tmp_path / "missing.wav")])
