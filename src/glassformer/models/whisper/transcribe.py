@@ -104,8 +104,9 @@ class Transcript:
 class Vocabulary:
     """The few ids ``transcribe`` needs, from a Whisper tokenizer or a plain one and the model."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, language: str | None = None) -> None:
         self.tokenizer = tokenizer
+        self.language = language
         self.whisper = callable(getattr(tokenizer, "sot_sequence", None))
         config = model.config
         self.eot = tokenizer.eot if self.whisper else config.eos_token_id
@@ -117,6 +118,9 @@ class Vocabulary:
         self.no_speech: int | None = next((ids[t] for t in NO_SPEECH_TOKENS if t in ids), None)
         self.suppress = tuple(tokenizer.suppress_tokens()) if self.whisper else ()
         self.begin_suppress = tuple(tokenizer.begin_suppress_tokens()) if self.whisper else ()
+        if self.whisper and tokenizer.is_multilingual and language is None:
+            raise ValueError("a multilingual model needs language= (e.g. 'en'): spoken-language detection is not "
+                             "implemented here")
         if self.whisper and tokenizer.vocab_size != config.vocab_size:
             raise ValueError(
                 f"the tokenizer knows {tokenizer.vocab_size} tokens but the model {config.vocab_size}: they are "
@@ -125,7 +129,9 @@ class Vocabulary:
 
     def prompt(self, timestamps: bool) -> list[int]:
         """The start of every window's decoder input (after any previous text)."""
-        return self.tokenizer.sot_sequence(timestamps=timestamps) if self.whisper else [self.sot]
+        if not self.whisper:
+            return [self.sot]
+        return self.tokenizer.sot_sequence(language=self.language, timestamps=timestamps)
 
     def text(self, tokens: Sequence[int]) -> str:
         if self.timestamp_begin is not None:
@@ -228,19 +234,22 @@ def transcribe(
     no_speech_threshold: float | None = 0.6,
     timestamps: bool = False,
     condition_on_previous_text: bool = True,
+    language: str | None = None,
     seed: int = 0,
 ) -> Transcript:
     """Transcribe a file (WAV/FLAC/OGG) or 16-kHz mono float samples with a Whisper model.
 
     ``beam_size`` (e.g. 5) decodes the first temperature by beam search instead of greedily;
     later temperatures sample (seeded by ``seed``, so a transcript is reproducible). A threshold of
-    ``None`` turns its test off. Returns the text, its segments (one per window, or per
-    timestamped piece with ``timestamps=True``), the language and the real-time factor.
+    ``None`` turns its test off. ``language`` is the spoken language's code for a multilingual
+    model (English-only models such as tiny.en take ``None`` or ``"en"``). Returns the text, its
+    segments (one per window, or per timestamped piece with ``timestamps=True``), the language and
+    the real-time factor.
     """
     started = time.perf_counter()
     audio = _load(audio_or_path)
     temperatures = _check_options(beam_size, temperatures)
-    vocab = Vocabulary(model, tokenizer)
+    vocab = Vocabulary(model, tokenizer, language)
     if timestamps and vocab.timestamp_begin is None:
         raise ValueError("timestamps=True needs a Whisper tokenizer with timestamp tokens; this one has none")
     window_frames = min(model.config.max_frames, WHISPER_FRAMES)
@@ -271,7 +280,7 @@ def transcribe(
     duration = len(audio) / WHISPER_RATE
     text = " ".join(s.text for s in segments)
     elapsed = time.perf_counter() - started
-    return Transcript(text, segments, "en", elapsed / duration, duration, windows)
+    return Transcript(text, segments, language or "en", elapsed / duration, duration, windows)
 
 
 def _load(audio_or_path: str | Path | np.ndarray) -> np.ndarray:
