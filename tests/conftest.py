@@ -19,6 +19,20 @@ import torch
 os.environ.setdefault("GLASSFORMER_CPU_BF16", "0")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``heavy`` tests (minutes of a reference library's own conversion) unless asked for.
+
+    They check what a cheaper test already covers a second way (e.g. transformers converting a
+    whole GGUF file itself); ``GLASSFORMER_HEAVY_TESTS=1 make test`` runs them.
+    """
+    if os.environ.get("GLASSFORMER_HEAVY_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="heavy reference run: set GLASSFORMER_HEAVY_TESTS=1 to include it")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     before = torch.get_num_threads()

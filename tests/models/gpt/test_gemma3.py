@@ -135,7 +135,7 @@ def both(gemma_file):
     return ours, tokenizer, template, hf
 
 
-@pytest.mark.slow  # transformers dequantizes the GGUF and converts its tokenizer: minutes on 2 cores
+@pytest.mark.heavy  # transformers dequantizes the GGUF and converts its tokenizer: minutes on 2 cores
 def test_gguf_logits_and_32_greedy_tokens_equal_transformers(both):
     ours, tokenizer, template, hf = both
     from glassformer.models.gpt.gguf import apply_chat_template
@@ -148,7 +148,7 @@ def test_gguf_logits_and_32_greedy_tokens_equal_transformers(both):
     assert generate(ours, ids, max_new_tokens=32, strategy="greedy").tokens[0] == ref
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_sentencepiece_tokenizer_matches_transformers(gemma_file, both):
     tokenizer = both[1]
     hf_tok = transformers.AutoTokenizer.from_pretrained(gemma_file.parent, gguf_file=gemma_file.name)
