@@ -29,7 +29,12 @@ from glassformer.generate import generate
 from glassformer.models.whisper.packaged import load_tiny_en, packaged_tiny_en_path
 from glassformer.models.whisper.transcribe import transcribe
 from glassformer.utils.paths import data_file
-from glassformer.viz.speech import align_tokens, alignment_heads, plot_spectrogram_tokens, plot_token_attention
+from glassformer.viz.speech import (
+    align_tokens,
+    alignment_heads,
+    plot_spectrogram_tokens,
+    plot_token_attention,
+)
 
 args = parse_args("11", __doc__)
 torch.set_num_threads(1)
