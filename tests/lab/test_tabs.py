@@ -18,6 +18,7 @@ from glassformer.lab.catalog import (
     TINY_BERT,
     TINY_CLASSIFIER,
     TINY_GPT,
+    WHISPER_TINY_EN,
     Catalog,
     Entry,
     Loaded,
@@ -161,11 +162,13 @@ def test_default_list_names_packaged_models_and_finetuned_classifiers(ctx, tmp_p
     """Nothing is loaded to make the list; a classifier under out/ replaces the untrained stand-in."""
     bare = default_catalog(out_dir=tmp_path)
     assert [(e.name, e.kind) for e in bare.entries] == [
-        (SMOLLM2, "decoder"), (MINILM, "encoder"), (f"{MINILM} (untrained head)", "classifier")]
+        (SMOLLM2, "decoder"), (MINILM, "encoder"), (WHISPER_TINY_EN, "speech"),
+        (f"{MINILM} (untrained head)", "classifier")]
     shutil.copytree(ctx.workdir / "models" / TINY_CLASSIFIER, tmp_path / "finetune-sst2" / "model")
     found = default_catalog([ctx.workdir / "models" / TINY_GPT], out_dir=tmp_path)
     assert [(e.name, e.kind) for e in found.entries] == [
-        (SMOLLM2, "decoder"), (MINILM, "encoder"), (TINY_GPT, "decoder"), ("finetune-sst2/model", "classifier")]
+        (SMOLLM2, "decoder"), (MINILM, "encoder"), (WHISPER_TINY_EN, "speech"), (TINY_GPT, "decoder"),
+        ("finetune-sst2/model", "classifier")]
     assert not any(found.is_loaded(n) for n in found.names())
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         default_catalog([tmp_path / "missing"], out_dir=tmp_path)

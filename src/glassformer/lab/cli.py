@@ -1,4 +1,4 @@
-"""``glassformer lab``: the web lab on this machine (attention, chat, classify, RAG)."""
+"""``glassformer lab``: the web lab on this machine (attention, chat, classify, RAG, transcribe)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ TINY_ENV = "GLASSFORMER_LAB_TINY"
 def register(add_parser: AddParser) -> None:
     p = add_parser(
         "lab",
-        help="open the web lab: attention explorer, chat, classifier, RAG (local, offline)",
+        help="open the web lab: attention explorer, chat, classifier, RAG, transcription (local, offline)",
         description="Serve a Gradio lab over the library on 127.0.0.1. Models load on first use and are "
         "shared by every session; inputs are capped on the server.",
     )
@@ -30,7 +30,8 @@ def register(add_parser: AddParser) -> None:
                    help=f"serve tiny random models only (for tests and demos of the layout; also ${TINY_ENV}=1)")
     p.add_argument("--max-chars", type=int, default=4000, help="longest text a request may send")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply the chat may generate")
-    p.add_argument("--max-upload-bytes", type=int, default=1_000_000, help="largest file an upload may be")
+    p.add_argument("--max-upload-bytes", type=int, default=1_000_000, help="largest text file an upload may be")
+    p.add_argument("--max-audio-seconds", type=int, default=120, help="longest recording the transcribe tab takes")
     p.add_argument("--concurrency", type=int, default=2, help="requests the models run at once (others queue)")
     p.set_defaults(func=run)
 
@@ -44,14 +45,15 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: give a port from 1 to 65535")
     limits = Limits(max_chars=args.max_chars, max_new_tokens=args.max_new_tokens,
-                    max_upload_bytes=args.max_upload_bytes, concurrency=args.concurrency)
+                    max_upload_bytes=args.max_upload_bytes, max_audio_seconds=args.max_audio_seconds,
+                    concurrency=args.concurrency)
     indexes = {}
     for path in map(Path, args.index):
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such index (--index); build one with glassformer rag index")
         indexes[path.name] = path.resolve()
     if args.tiny or os.environ.get(TINY_ENV) == "1":
-        ctx = tiny_context(limits)
+        ctx = tiny_context(limits, indexes)
     else:
         ctx = new_context(default_catalog(args.model), limits, indexes)
     if args.host != LOCAL_HOST:

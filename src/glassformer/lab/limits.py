@@ -22,11 +22,14 @@ class Limits:
     max_new_tokens: int = 256
     max_upload_bytes: int = 1_000_000
     max_upload_lines: int = 200
+    max_audio_seconds: int = 120  # a recording to transcribe: 2 min of tiny.en is a few seconds of CPU
+    max_audio_bytes: int = 20_000_000  # 2 min of 44.1-kHz 16-bit stereo WAV is 21 MB; FLAC about half
     concurrency: int = 2
     queue_size: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_chars", "max_new_tokens", "max_upload_bytes", "max_upload_lines", "concurrency", "queue_size"):
+        for name in ("max_chars", "max_new_tokens", "max_upload_bytes", "max_upload_lines", "max_audio_seconds",
+                     "max_audio_bytes", "concurrency", "queue_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
