@@ -28,8 +28,13 @@ def tone(ctx: LabContext, make_tone) -> Path:
 
 
 @pytest.mark.parametrize("beams", [1, 2])
-def test_the_tab_says_what_transcribe_says(ctx, tone, beams):
+def test_the_tab_says_what_transcribe_says(ctx, tone, beams, monkeypatch):
+    import glassformer.models.whisper.transcribe as library
+
+    options = []  # what the tab asked of the library: a random model may give one text for any beam size
+    monkeypatch.setattr(library, "transcribe", lambda *a, **kw: options.append(kw) or transcribe(*a, **kw))
     out = transcribe_tab.transcribe_upload(ctx, TINY_WHISPER, str(tone), float(beams), False)
+    assert options == [{"beam_size": None if beams == 1 else beams, "timestamps": False}]
     loaded = ctx.catalog.get(TINY_WHISPER, "speech")
     expected = transcribe(loaded.model, loaded.tokenizer, tone, beam_size=None if beams == 1 else beams)
     assert out.text == expected.text and out.text
