@@ -53,6 +53,16 @@ def test_fsdd_split_is_the_readme_split() -> None:
     assert all(u.text == speech.DIGIT_WORDS[int(_key(u)[0])] for u in train + test)
 
 
+@needs_fsdd
+def test_validation_takes_are_cut_from_train_never_from_test() -> None:
+    train, test = fsdd_split()
+    fit, validation = speech.fsdd_validation_split(train)
+    assert (len(fit), len(validation)) == (2520, 180)
+    assert {int(_key(u)[2]) for u in validation} == set(speech.FSDD_VALIDATION_TAKES)
+    assert not {_key(u) for u in validation} & ({_key(u) for u in fit} | {_key(u) for u in test})
+    assert Counter(u.text for u in validation) == {w: 18 for w in speech.DIGIT_WORDS}
+
+
 def test_fsdd_bad_names_and_folders_are_named(tmp_path) -> None:
     (tmp_path / "7_jackson_3.wav").write_bytes(b"")
     (tmp_path / "seven.wav").write_bytes(b"")
@@ -155,8 +165,10 @@ def test_train_batches_replay_and_mask_only_real_frames() -> None:
 def test_build_digits_without_synthesis(tmp_path) -> None:
     folder = tmp_path / "recordings"
     folder.mkdir()
-    for path in sorted(FSDD.glob("*_jackson_*.wav"))[:: 25]:  # takes 0 and 25 of each digit: 10 test, 10 train
-        (folder / path.name).symlink_to(path)
+    for digit in range(10):  # takes 0, 5 and 25 of each digit: 10 test, 10 validation, 10 train
+        for take in (0, 5, 25):
+            name = f"{digit}_jackson_{take}.wav"
+            (folder / name).symlink_to(FSDD / name)
     config = whisper_digits()
     request = DataRequest(preset=None, options={"fsdd": str(folder), "synthetic": "0"})  # type: ignore[arg-type]
     train, evaluation = build_digits(SimpleNamespace(batch_size=4, progress=False), config, request)

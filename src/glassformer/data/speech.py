@@ -21,7 +21,7 @@ Three sources of (audio, transcript) pairs:
   ``IGNORE_INDEX``.
 
 :func:`build_digits` is the ``glassformer train whisper-digits`` data builder: FSDD-train plus
-synthetic speech for training, with SpecAugment, and FSDD-test for evaluation.
+synthetic speech for training, with SpecAugment, and held-out FSDD training takes for evaluation.
 """
 
 from __future__ import annotations
@@ -453,8 +453,28 @@ def _flag(value: Any, name: str) -> bool:
     raise ValueError(f"data.{name}={value!r}: expected true or false")
 
 
+FSDD_VALIDATION_TAKES = range(5, 8)  # three takes of every speaker and digit (180 clips), cut from train
+
+
+def fsdd_validation_split(train: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """``(fit, validation)``: takes 5-7 of FSDD's training half held out to choose checkpoints.
+
+    The test takes (0-4) must never pick the best step, or the reported test WER is optimistic;
+    these 180 clips play that role instead, with the same speakers as test.
+    """
+    fit: list[Utterance] = []
+    validation: list[Utterance] = []
+    for utterance in train:
+        take = int(FSDD_NAME.match(Path(utterance.path).name).group(3))
+        (validation if take in FSDD_VALIDATION_TAKES else fit).append(utterance)
+    return fit, validation
+
+
 def build_digits(train_config: Any, model_config: Any, request: DataRequest) -> tuple[TrainBatches, FixedBatches]:
-    """The ``whisper-digits`` data builder: FSDD-train + espeak-ng speech to train, FSDD-test to evaluate.
+    """The ``whisper-digits`` data builder: FSDD-train + espeak-ng speech to train, FSDD validation to evaluate.
+
+    Evaluation (and so ``best/``) uses :func:`fsdd_validation_split`'s held-out training takes,
+    never FSDD-test: the test set is only scored once, at the end, by ``bench/speech.py``.
 
     Options (``data.KEY=VALUE``): ``fsdd`` (recordings folder), ``synthetic`` (count, default
     3000; 0 needs no espeak-ng), ``max_digits`` (4), ``seed`` (0), ``spec_augment`` (true),
@@ -467,7 +487,7 @@ def build_digits(train_config: Any, model_config: Any, request: DataRequest) -> 
     vocab = SpeechVocab()
     vocab.check_model(model_config)
     progress = bool(train_config.progress)
-    fsdd_train, fsdd_test = fsdd_split(options.get("fsdd"))
+    fsdd_train, validation = fsdd_validation_split(fsdd_split(options.get("fsdd"))[0])
     count = int(options.get("synthetic", 3000))
     synthetic = []
     if count:
@@ -476,6 +496,6 @@ def build_digits(train_config: Any, model_config: Any, request: DataRequest) -> 
     max_frames = 2 * int(model_config.max_source_positions)  # the stride-2 convolution: two frames a position
     n_mels = int(model_config.n_mels)
     train = SpeechDataset(fsdd_train + synthetic, vocab, n_mels, max_frames, progress, "train")
-    test = SpeechDataset(fsdd_test, vocab, n_mels, max_frames, progress, "fsdd-test")
+    held_out = SpeechDataset(validation, vocab, n_mels, max_frames, progress, "fsdd-validation")
     augment = Augment() if _flag(options.get("spec_augment", True), "spec_augment") else None
-    return TrainBatches(train, train_config.batch_size, augment), FixedBatches(test, train_config.batch_size)
+    return TrainBatches(train, train_config.batch_size, augment), FixedBatches(held_out, train_config.batch_size)
