@@ -2,22 +2,35 @@
 
 The run goes through ``glassformer train whisper-digits`` (the one engine, in a subprocess, as a
 user would start it) on FSDD's 2,700 training takes plus synthetic digit strings and sentences
-spoken by :data:`glassformer.data.speech.TRAIN_VOICES`, with SpecAugment. The best checkpoint (by
-FSDD-test loss) is then decoded greedily and scored with ``glassformer.metrics.normalized_wer``:
+spoken by :data:`glassformer.data.speech.TRAIN_VOICES`, with SpecAugment. The best checkpoint (by the
+loss on FSDD takes 5-7, held out of training; never test) is then decoded greedily and scored with ``glassformer.metrics.normalized_wer``:
 
 - FSDD test (takes 0-4 of every speaker and digit, 300 clips; goal: WER <= 3%);
 - synthetic speech in the voices training never heard (:data:`TEST_VOICES`).
 
-Run (about 15 minutes on an idle 2-core machine; ``--quick`` is a two-minute check of the
-plumbing whose numbers mean nothing)::
+Beside it, the packaged Whisper tiny.en zero-shot on the same clips (``transcribe``, greedy, each
+clip in its own 30-s window, the same ``normalized_wer``), and the speed of tiny.en here against
+transformers and faster-whisper (``bench/speech_speed.py``, where the settings are written down).
+
+Sections (``--sections``, comma-separated; default all): ``train`` (the engine run), ``mini``
+(score its best checkpoint), ``tiny_en`` (zero-shot WER), ``speed``. ``--skip-train`` runs every
+section but ``train`` (the mini model is scored when ``--out-dir`` holds a finished run). Results
+merge into the JSON already there, so one section can be rerun alone.
+
+Run (about 25 minutes on an idle 2-core machine: 15 training, 5 tiny.en WER, 4 speed;
+``--quick`` is a short check of the plumbing whose numbers mean nothing)::
 
     .venv/bin/python bench/speech.py
     .venv/bin/python bench/speech.py --quick
     .venv/bin/python bench/speech.py --evaluate-only     # score a finished run again
+    .venv/bin/python bench/speech.py --sections tiny_en,speed
 
 Writes ``bench/results/speech.json`` (``--quick``: ``speech_quick.json``) with
-``fsdd_test_wer_mini``, ``synthetic_test_wer_mini``, ``train_minutes_mini``, the WER table and
-the machine, and ``speech_training.png`` (loss curves) and ``speech_wer.png`` (the WER table).
+``fsdd_test_wer_mini``, ``synthetic_test_wer_mini``, ``train_minutes_mini``,
+``fsdd_test_wer_tiny_en``, ``synthetic_test_wer_tiny_en``, ``jfk_transcript_exact``,
+``speedup_vs_transformers``, ``time_ratio_vs_faster_whisper`` (details under ``speed``), the WER
+table and the machine, and ``speech_training.png`` (loss curves) and ``speech_wer.png`` (the WER
+table).
 """
 
 from __future__ import annotations
@@ -38,16 +51,22 @@ from glassformer.data.speech import (
     FixedBatches,
     SpeechDataset,
     SpeechVocab,
+    Utterance,
     fsdd_split,
     synthetic_split,
 )
 from glassformer.generate import generate
-from glassformer.metrics import normalized_wer
+from glassformer.metrics import normalize_text, normalized_wer
 from glassformer.models import load_model
 from glassformer.utils.machine import describe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("train", "mini", "tiny_en", "speed")
+FSDD_SET = "FSDD test (300 takes 0-4)"
+SYNTHETIC_SET = f"synthetic, held-out voices ({len(TEST_VOICES)})"
+MINI = "whisper-digits (ours, trained here)"
+TINY_EN = "Whisper tiny.en (zero-shot)"
 
 
 def train_mini(out_dir: Path, steps: int, batch_size: int, synthetic: int, threads: int) -> dict[str, Any]:
@@ -124,7 +143,37 @@ def plot_table(rows: list[list[str]], header: list[str], out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def tiny_en_score(name: str, utterances: list[Utterance], threads: int) -> dict[str, Any]:
+    """Zero-shot WER of the packaged tiny.en on ``utterances`` through ``transcribe`` (greedy, one
+    temperature, each clip its own 30-s window), with the same normalisation as the mini model."""
+    from glassformer.models.whisper.packaged import load_tiny_en
+    from glassformer.models.whisper.transcribe import transcribe
+
+    torch.set_num_threads(threads)
+    model, tokenizer = load_tiny_en()
+    start = time.perf_counter()
+    results = [transcribe(model, tokenizer, u.path, temperatures=(0.0,), condition_on_previous_text=False)
+               for u in utterances]  # fmt: skip
+    seconds = time.perf_counter() - start
+    references, hypotheses = [u.text for u in utterances], [r.text for r in results]
+    errors = [{"reference": r, "hypothesis": h} for r, h in zip(references, hypotheses)
+              if normalize_text(r) != normalize_text(h)]  # fmt: skip
+    return {"set": name, "clips": len(utterances), "wer": normalized_wer(references, hypotheses),
+            "wrong_clips": len(errors), "examples_wrong": errors[:8], "decode_seconds": seconds,
+            "skipped_as_silence": sum(w.skipped for r in results for w in r.windows)}  # fmt: skip
+
+
+def mini_sets(args: argparse.Namespace, fsdd_test: list[Utterance], held_out: list[Utterance]) -> list[dict[str, Any]]:
+    """The trained whisper-digits (``--out-dir``/best) on both test sets."""
+    torch.set_num_threads(args.threads)
+    model = load_model(args.out_dir / "best").eval()
+    vocab = SpeechVocab()
+    max_frames = model.config.max_frames
+    return [score(FSDD_SET, model, SpeechDataset(fsdd_test, vocab, max_frames=max_frames, progress=False)),
+            score(SYNTHETIC_SET, model, SpeechDataset(held_out, vocab, max_frames=max_frames, progress=False))]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run to check the plumbing")
     parser.add_argument("--steps", type=int, default=2400)
@@ -134,57 +183,108 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=REPO / "out" / "bench-speech")
     parser.add_argument("--evaluate-only", action="store_true", help="score the finished run in --out-dir again")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, from {', '.join(SECTIONS)} (default: all); results merge into "
+                             "the JSON already there")  # fmt: skip
+    parser.add_argument("--skip-train", action="store_true", help="every section but train (same as --evaluate-only "
+                        "for the mini model; it is scored only if --out-dir holds a run)")  # fmt: skip
+    parser.add_argument("--speed-fsdd-files", type=int, default=100, help="FSDD clips the speed section times")
+    parser.add_argument("--speed-jfk-repeats", type=int, default=5)
     args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.skip_train or args.evaluate_only:
+        sections = [s for s in sections if s != "train"]
     if args.quick:
         args.steps, args.synthetic, args.synthetic_test = 60, 200, 40
-    if args.evaluate_only:
-        summary_path = args.out_dir / "summary.json"
-        if not summary_path.is_file():
+        args.speed_fsdd_files, args.speed_jfk_repeats = min(args.speed_fsdd_files, 5), min(args.speed_jfk_repeats, 1)
+    args.sections = sections
+    return args
+
+
+def check_run_dir(args: argparse.Namespace) -> None:
+    """Refuse to train over a finished run, or to score one that is not there."""
+    summary_path = args.out_dir / "summary.json"
+    if "train" in args.sections:
+        if args.out_dir.exists() and any(args.out_dir.iterdir()):
+            raise SystemExit(f"{args.out_dir} already holds a run; remove it, pass --out-dir, --evaluate-only "
+                             "or --skip-train")  # fmt: skip
+    elif "mini" in args.sections and not summary_path.is_file():
+        if args.evaluate_only or args.sections == ["mini"]:
             raise SystemExit(f"--evaluate-only: {summary_path} not found; train first (drop --evaluate-only)")
-    elif args.out_dir.exists() and any(args.out_dir.iterdir()):
-        raise SystemExit(f"{args.out_dir} already holds a run; remove it, pass --out-dir, or --evaluate-only")
+        print(f"no finished run in {args.out_dir}: the mini model is not scored (train it with --sections train,mini)")
+        args.sections = [s for s in args.sections if s != "mini"]
+
+
+def main() -> None:
+    args = parse_args()
+    check_run_dir(args)
     RESULTS.mkdir(exist_ok=True)
     suffix = "_quick" if args.quick else ""
-
-    if args.evaluate_only:  # the minutes are the engine's own, read back from the finished run
+    out = RESULTS / f"speech{suffix}.json"
+    results: dict[str, Any] = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    if "train" in args.sections:
+        run = train_mini(args.out_dir, args.steps, args.batch_size, args.synthetic, args.threads)
+    elif "mini" in args.sections:  # the minutes are the engine's own, read back from the finished run
         summary = json.loads((args.out_dir / "summary.json").read_text(encoding="utf-8"))
         run = {"summary": summary, "wall_minutes": summary["elapsed_s"] / 60}
-    else:
-        run = train_mini(args.out_dir, args.steps, args.batch_size, args.synthetic, args.threads)
-    torch.set_num_threads(args.threads)
-    model = load_model(args.out_dir / "best").eval()
-    vocab = SpeechVocab()
     _, fsdd_test = fsdd_split()
     held_out = synthetic_split(0, args.synthetic_test, progress=False)[1]  # the builder's seed 0: same texts
-    max_frames = model.config.max_frames
-    sets = [score("FSDD test (300 takes 0-4)", model, SpeechDataset(fsdd_test, vocab, max_frames=max_frames,
-                                                                  progress=False)),
-            score(f"synthetic, held-out voices ({len(TEST_VOICES)})", model,
-                  SpeechDataset(held_out, vocab, max_frames=max_frames, progress=False))]
+    rows_by_model: dict[str, list[list[str]]] = {r[0]: [] for r in results.get("wer_table", {}).get("rows", [])}
+    for row in results.get("wer_table", {}).get("rows", []):
+        rows_by_model[row[0]].append(row)
+
+    if "train" in args.sections or "mini" in args.sections:
+        sets = mini_sets(args, fsdd_test, held_out)
+        summary = run["summary"]
+        results.update({
+            "fsdd_test_wer_mini": sets[0]["wer"],
+            "synthetic_test_wer_mini": sets[1]["wer"],
+            "train_minutes_mini": run["wall_minutes"],
+            "train": {"steps": summary["step"], "batch_size": args.batch_size, "synthetic_clips": args.synthetic,
+                      "parameters": summary["parameters"], "best_step": summary["best_step"],
+                      "best_eval_loss": summary["best_value"], "engine_seconds": summary["elapsed_s"],
+                      "threads": args.threads},
+            "sets": sets,
+        })  # fmt: skip
+        rows_by_model[MINI] = table_rows(MINI, sets)
+        plot_training(args.out_dir / "log.jsonl", RESULTS / f"speech_training{suffix}.png")
+    if "tiny_en" in args.sections:
+        quick_fsdd = fsdd_test[::15]  # --quick: 20 clips, every digit and speaker
+        sets = [tiny_en_score("FSDD test (20 of 300)", quick_fsdd, args.threads) if args.quick
+                else tiny_en_score(FSDD_SET, fsdd_test, args.threads),
+                tiny_en_score(SYNTHETIC_SET, held_out, args.threads)]
+        results.update({"fsdd_test_wer_tiny_en": sets[0]["wer"], "synthetic_test_wer_tiny_en": sets[1]["wer"],
+                        "sets_tiny_en": sets,
+                        "tiny_en_decoding": "glassformer transcribe, greedy, temperatures=(0.0,), no previous "
+                                            "text, each clip padded to a 30-s window"})  # fmt: skip
+        rows_by_model[TINY_EN] = table_rows(TINY_EN, sets)
+    if "speed" in args.sections:
+        from speech_speed import measure  # bench/ is on sys.path: this script's own folder
+
+        results["speed"] = measure(args.threads, args.speed_jfk_repeats, args.speed_fsdd_files)
+        for key in ("jfk_transcript_exact", "speedup_vs_transformers", "time_ratio_vs_faster_whisper"):
+            results[key] = results["speed"][key]
 
     header = ["model", "test set", "clips", "WER", "wrong clips"]
-    rows = [["whisper-digits (ours, trained here)", s["set"], str(s["clips"]), f"{100 * s['wer']:.2f}%",
-             str(s["wrong_clips"])] for s in sets]
-    summary = run["summary"]
-    results = {
-        "fsdd_test_wer_mini": sets[0]["wer"],
-        "synthetic_test_wer_mini": sets[1]["wer"],
-        "train_minutes_mini": run["wall_minutes"],
-        "train": {"steps": summary["step"], "batch_size": args.batch_size, "synthetic_clips": args.synthetic,
-                  "parameters": summary["parameters"], "best_step": summary["best_step"],
-                  "best_eval_loss": summary["best_value"], "engine_seconds": summary["elapsed_s"],
-                  "threads": args.threads},
-        "wer_table": {"header": header, "rows": rows},
-        "sets": sets,
-        "quick": args.quick,
-        "machine": describe(),
-    }
-    (RESULTS / f"speech{suffix}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    plot_training(args.out_dir / "log.jsonl", RESULTS / f"speech_training{suffix}.png")
-    plot_table(rows, header, RESULTS / f"speech_wer{suffix}.png")
+    rows = [row for model_rows in rows_by_model.values() for row in model_rows]
+    results.update({"wer_table": {"header": header, "rows": rows}, "quick": args.quick, "machine": describe()})
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if rows:
+        plot_table(rows, header, RESULTS / f"speech_wer{suffix}.png")
     for row in rows:
         print(" | ".join(row))
-    print(f"trained {run['wall_minutes']:.1f} min; wrote {RESULTS / f'speech{suffix}.json'}")
+    if "speed" in results:
+        print(f"tiny.en speed: {results['speedup_vs_transformers']:.2f}x transformers, "
+              f"{results['time_ratio_vs_faster_whisper']:.2f}x faster-whisper's time")
+    print(f"sections {', '.join(args.sections)}; wrote {out}")
+
+
+def table_rows(model: str, sets: list[dict[str, Any]]) -> list[list[str]]:
+    """One WER-table row per test set."""
+    return [[model, s["set"], str(s["clips"]), f"{100 * s['wer']:.2f}%", str(s["wrong_clips"])] for s in sets]
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ states and logits (``tests/models/whisper/test_hf.py``).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Literal
 
 import torch
@@ -31,7 +32,14 @@ from torch import Tensor, nn
 from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
 from glassformer.models.whisper.config import WhisperConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
-from glassformer.nn.cache import DynamicCache, EncoderDecoderCache, EncoderState, KVCache, StaticCache
+from glassformer.nn.cache import (
+    CrossAttentionCache,
+    DynamicCache,
+    EncoderDecoderCache,
+    EncoderState,
+    KVCache,
+    StaticCache,
+)
 from glassformer.nn.masks import padding_mask
 from glassformer.nn.positional import LearnedPositionalEmbedding
 
@@ -185,13 +193,15 @@ class Whisper(ModelBase):
         decoder_attention_mask: Tensor | None = None,
         *,
         cache: KVCache | None = None,
+        context_cache: CrossAttentionCache | None = None,
         return_weights: bool = False,
     ) -> StackOutput:
         """Token ids ``(B, T)`` + audio states ``(B, S, C)`` -> decoder states ``(B, T, C)``.
 
         With a ``cache`` the ids are the next tokens: their positions continue after the cached
         ones, and ``decoder_attention_mask`` covers cached and new tokens together. ``audio_mask``
-        is ``(B, S)`` over encoder positions (1 = real).
+        is ``(B, S)`` over encoder positions (1 = real). ``context_cache`` keeps the audio's
+        cross-attention keys/values when ``cache`` is not an ``EncoderDecoderCache`` (which has its own).
         """
         _check_tokens(decoder_input_ids, self.config.vocab_size, "decoder_input_ids")
         past = cache.seq_len() if cache is not None else 0
@@ -211,7 +221,7 @@ class Whisper(ModelBase):
             self_mask = padding_mask(decoder_attention_mask)
         positions = torch.arange(past, past + t, device=decoder_input_ids.device)
         x = self.dropout(self.token_embedding(decoder_input_ids) + self.decoder_positions(positions))  # (B, T, C)
-        self_cache, cross_cache = cache, None
+        self_cache, cross_cache = cache, context_cache
         if isinstance(cache, EncoderDecoderCache):
             self_cache, cross_cache = cache.self_attn, cache.cross_attn
         return self.decoder(
@@ -317,8 +327,55 @@ class Whisper(ModelBase):
         logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Logits ``(B, T or logits_to_keep, V)`` after the decoder inputs (the next ones, with a cache)."""
+        memo = self._cross_attention_memo(encoder_state.hidden)
+        cross = cache.cross_attn if isinstance(cache, EncoderDecoderCache) else None
+        if memo is not None and cross is not None and not cross.keys:
+            cross.keys.update(memo.keys)  # the same tensors; a beam's reorder replaces, never edits, them
+            cross.values.update(memo.values)
         dec = self.decode(
-            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache
-        )
+            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache,
+            context_cache=memo if cross is None else None,
+        )  # fmt: skip
+        if memo is not None and cross is not None and not memo.keys:
+            memo.keys.update(cross.keys)
+            memo.values.update(cross.values)
         h = dec.hidden[:, -logits_to_keep:] if logits_to_keep > 0 else dec.hidden  # (B, T', C)
         return ModelOutput(logits=self.logits(h), cache=cache)
+
+    def _cross_attention_memo(self, hidden: Tensor) -> CrossAttentionCache | None:
+        """The cross-attention keys/values of the audio ``hidden``, kept for every decode of it.
+
+        ``transcribe`` reads the no-speech probability in one decoder pass, then generates in
+        another (and again at each fallback temperature); each would project the 1500 audio
+        positions through every layer's key and value weights, a tenth of the encoder's work.
+        The memo is keyed by the tensor itself (a weak reference: it goes when the audio goes) and
+        by the versions of those weights (a training step makes it stale); never under autograd.
+        """
+        if torch.is_grad_enabled():
+            return None
+        versions = tuple(p._version for layer in self.decoder.layers
+                         for p in (layer.cross_attn.k_proj.weight, layer.cross_attn.v_proj.weight))  # fmt: skip
+        held = _CROSS_MEMO.get(self)
+        if held is not None and held[0]() is hidden and held[1] == versions:
+            return held[2]
+        memo = CrossAttentionCache()
+        _CROSS_MEMO[self] = (weakref.ref(hidden, _forgetter(weakref.ref(self))), versions, memo)
+        return memo
+
+
+# per model, the latest audio's cross-attention memo: (audio ref, weight versions, keys/values)
+_CROSS_MEMO: weakref.WeakKeyDictionary[Whisper, tuple[weakref.ref[Tensor], tuple[int, ...], CrossAttentionCache]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _forgetter(owner: weakref.ref[Whisper]) -> Any:
+    """The callback that drops a model's memo once its audio is freed (unless a newer one replaced it)."""
+
+    def forget(audio: weakref.ref[Tensor]) -> None:
+        model = owner()
+        held = None if model is None else _CROSS_MEMO.get(model)
+        if held is not None and held[0] is audio:
+            del _CROSS_MEMO[model]
+
+    return forget
