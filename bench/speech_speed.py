@@ -89,7 +89,7 @@ def transformers_generate(threads: int) -> Transcriber:
         features = extractor(audio, sampling_rate=RATE, return_tensors="pt").input_features
         with torch.inference_mode():
             ids = model.generate(features, decoder_input_ids=prompt, **options)[0].tolist()
-        return tokenizer.decode([i for i in ids[prompt.shape[1]:] if i < tokenizer.eot]).strip()
+        return tokenizer.decode([i for i in ids if i < tokenizer.eot]).strip()  # text tokens: below <|endoftext|>
 
     return run
 
