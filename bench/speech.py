@@ -36,12 +36,14 @@ table).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -67,6 +69,7 @@ FSDD_SET = "FSDD test (300 takes 0-4)"
 SYNTHETIC_SET = f"synthetic, held-out voices ({len(TEST_VOICES)})"
 MINI = "whisper-digits (ours, trained here)"
 TINY_EN = "Whisper tiny.en (zero-shot)"
+WER_HEADER = ["model", "test set", "clips", "WER", "wrong clips"]
 
 
 def train_mini(out_dir: Path, steps: int, batch_size: int, synthetic: int, threads: int) -> dict[str, Any]:
@@ -230,9 +233,9 @@ def main() -> None:
         run = {"summary": summary, "wall_minutes": summary["elapsed_s"] / 60}
     _, fsdd_test = fsdd_split()
     held_out = synthetic_split(0, args.synthetic_test, progress=False)[1]  # the builder's seed 0: same texts
-    rows_by_model: dict[str, list[list[str]]] = {r[0]: [] for r in results.get("wer_table", {}).get("rows", [])}
+    rows_by_model: dict[str, list[list[str]]] = {}  # earlier runs' rows stay unless a section redoes them
     for row in results.get("wer_table", {}).get("rows", []):
-        rows_by_model[row[0]].append(row)
+        rows_by_model.setdefault(row[0], []).append(row)
 
     if "train" in args.sections or "mini" in args.sections:
         sets = mini_sets(args, fsdd_test, held_out)
@@ -248,6 +251,7 @@ def main() -> None:
             "sets": sets,
         })  # fmt: skip
         rows_by_model[MINI] = table_rows(MINI, sets)
+        save(out, results, rows_by_model, args.quick)
         plot_training(args.out_dir / "log.jsonl", RESULTS / f"speech_training{suffix}.png")
     if "tiny_en" in args.sections:
         from glassformer.models.whisper.packaged import load_tiny_en
@@ -263,25 +267,39 @@ def main() -> None:
                         "tiny_en_decoding": "glassformer transcribe, greedy, temperatures=(0.0,), no previous "
                                             "text, each clip padded to a 30-s window"})  # fmt: skip
         rows_by_model[TINY_EN] = table_rows(TINY_EN, sets)
+        save(out, results, rows_by_model, args.quick)
     if "speed" in args.sections:
-        from speech_speed import measure  # bench/ is on sys.path: this script's own folder
-
-        results["speed"] = measure(args.threads, args.speed_jfk_repeats, args.speed_fsdd_files)
+        results["speed"] = speed_module().measure(args.threads, args.speed_jfk_repeats, args.speed_fsdd_files)
         for key in ("jfk_transcript_exact", "speedup_vs_transformers", "time_ratio_vs_faster_whisper"):
             results[key] = results["speed"][key]
-
-    header = ["model", "test set", "clips", "WER", "wrong clips"]
-    rows = [row for model_rows in rows_by_model.values() for row in model_rows]
-    results.update({"wer_table": {"header": header, "rows": rows}, "quick": args.quick, "machine": describe()})
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    rows = save(out, results, rows_by_model, args.quick)
     if rows:
-        plot_table(rows, header, RESULTS / f"speech_wer{suffix}.png")
+        plot_table(rows, WER_HEADER, RESULTS / f"speech_wer{suffix}.png")
     for row in rows:
         print(" | ".join(row))
     if "speed" in results:
         print(f"tiny.en speed: {results['speedup_vs_transformers']:.2f}x transformers, "
               f"{results['time_ratio_vs_faster_whisper']:.2f}x faster-whisper's time")
     print(f"sections {', '.join(args.sections)}; wrote {out}")
+
+
+def save(out: Path, results: dict[str, Any], rows_by_model: dict[str, list[list[str]]], quick: bool) -> list[list[str]]:
+    """Write the JSON as it stands (after every section: a later one failing keeps the earlier); the table rows."""
+    rows = [row for model_rows in rows_by_model.values() for row in model_rows]
+    results.update({"wer_table": {"header": WER_HEADER, "rows": rows}, "quick": quick, "machine": describe()})
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+def speed_module() -> ModuleType:
+    """``bench/speech_speed.py``, by its path: the script's folder is not on ``sys.path`` under ``python -P``."""
+    path = Path(__file__).resolve().with_name("speech_speed.py")
+    spec = importlib.util.spec_from_file_location("speech_speed", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{path} is missing: the speed section lives there")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def table_rows(model: str, sets: list[dict[str, Any]]) -> list[list[str]]:
