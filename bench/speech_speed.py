@@ -12,6 +12,8 @@ no timestamps and no VAD; each computes its own log-mel features from the same 1
 
 The transcripts must agree word for word (``normalize_text``); any disagreement is listed in the
 JSON rather than hidden. The real-time factor is seconds of compute over seconds of audio.
+Run it on an otherwise idle machine: with another process on one of two cores, every two-thread
+step waits for the descheduled thread, so the load average is recorded beside the times.
 
 Run (about 3 minutes on an idle 2-core machine)::
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -168,8 +171,10 @@ def measure(threads: int = 2, jfk_repeats: int = 5, fsdd_files: int = 100) -> di
     test = fsdd_split()[1][:fsdd_files]
     clips = [load_audio(u.path) for u in test]
     systems = {name: build(threads) for name, build in SYSTEMS.items()}
+    load_before = os.getloadavg()  # other work on the cores stalls every multi-threaded step: say how much there was
     jfk_times = time_jfk(systems, jfk, jfk_repeats)
     file_times = time_files(systems, clips)
+    load_after = os.getloadavg()
     jfk_texts = {name: [r["text"]] for name, r in jfk_times.items()}
     ours_jfk, ours_files = jfk_times["glassformer"]["seconds_median"], file_times["glassformer"]["seconds_total"]
     return {
@@ -187,6 +192,7 @@ def measure(threads: int = 2, jfk_repeats: int = 5, fsdd_files: int = 100) -> di
         "fsdd_files": len(clips),
         "jfk_repeats": jfk_repeats,
         "threads": threads,
+        "load_average_1_5_15_min": {"before": load_before, "after": load_after},
         "ours_path": "glassformer.models.whisper.transcribe.transcribe (temperatures=(0.0,), "
                      "condition_on_previous_text=False): features, encoder, no-speech test, greedy decode",
         "settings": "float32 everywhere, greedy, one temperature, no timestamps, no VAD, no previous text; "
