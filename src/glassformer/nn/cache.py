@@ -157,6 +157,19 @@ class EncoderDecoderCache(KVCache):
         self.self_attn = self_attn
         self.cross_attn = CrossAttentionCache() if cross_attn is None else cross_attn
 
+    @classmethod
+    def empty(
+        cls, kind: str, n_layers: int, batch_size: int, n_heads: int, max_len: int, head_dim: int, like: Tensor
+    ) -> EncoderDecoderCache:
+        """A fresh cache for ``generate``: a ``dynamic`` or ``static`` self-attention part (dtype and
+        device of ``like``, a weight of the model) and an empty cross-attention part."""
+        if kind == "dynamic":
+            return cls(DynamicCache())
+        if kind != "static":
+            raise ValueError(f"unknown cache kind {kind!r}; expected 'dynamic' or 'static'")
+        self_attn = StaticCache(n_layers, batch_size, n_heads, max_len, head_dim, dtype=like.dtype, device=like.device)
+        return cls(self_attn)
+
     def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         return self.self_attn.update(layer_idx, k, v)
 

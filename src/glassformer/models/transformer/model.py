@@ -31,7 +31,7 @@ from glassformer.generate import generate
 from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
 from glassformer.models.transformer.config import TransformerConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
-from glassformer.nn.cache import DynamicCache, EncoderDecoderCache, EncoderState, KVCache, StaticCache
+from glassformer.nn.cache import EncoderDecoderCache, EncoderState, KVCache
 from glassformer.nn.masks import padding_mask
 from glassformer.nn.positional import SinusoidalPositionalEncoding
 
@@ -226,16 +226,10 @@ class Transformer(ModelBase):
     ) -> EncoderDecoderCache:
         """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
         c = self.config
-        if kind == "dynamic":
-            return EncoderDecoderCache(DynamicCache())
-        if kind != "static":
-            raise ValueError(f"unknown cache kind {kind!r}; expected 'dynamic' or 'static'")
-        weight = self.tgt_embed.weight
-        self_attn = StaticCache(
-            c.n_decoder_layers, batch_size, c.n_heads, c.max_seq_len if max_len is None else max_len,
-            c.dim // c.n_heads, dtype=weight.dtype, device=weight.device,
-        )  # fmt: skip
-        return EncoderDecoderCache(self_attn)
+        length = c.max_seq_len if max_len is None else max_len
+        return EncoderDecoderCache.empty(
+            kind, c.n_decoder_layers, batch_size, c.n_heads, length, c.dim // c.n_heads, like=self.tgt_embed.weight
+        )
 
     def encode_for_generation(self, src: Tensor, src_attention_mask: Tensor | None = None) -> EncoderState:
         """Run the encoder once: its output and the source mask, which every decoder step attends to."""

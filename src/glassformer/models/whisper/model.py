@@ -34,11 +34,9 @@ from glassformer.models.whisper.config import WhisperConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
 from glassformer.nn.cache import (
     CrossAttentionCache,
-    DynamicCache,
     EncoderDecoderCache,
     EncoderState,
     KVCache,
-    StaticCache,
 )
 from glassformer.nn.masks import padding_mask
 from glassformer.nn.positional import LearnedPositionalEmbedding
@@ -301,16 +299,10 @@ class Whisper(ModelBase):
     ) -> EncoderDecoderCache:
         """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
         c = self.config
-        if kind == "dynamic":
-            return EncoderDecoderCache(DynamicCache())
-        if kind != "static":
-            raise ValueError(f"unknown cache kind {kind!r}; expected 'dynamic' or 'static'")
-        weight = self.token_embedding.weight
-        self_attn = StaticCache(
-            c.n_decoder_layers, batch_size, c.n_heads, c.max_seq_len if max_len is None else max_len,
-            c.dim // c.n_heads, dtype=weight.dtype, device=weight.device,
-        )  # fmt: skip
-        return EncoderDecoderCache(self_attn)
+        length = c.max_seq_len if max_len is None else max_len
+        return EncoderDecoderCache.empty(
+            kind, c.n_decoder_layers, batch_size, c.n_heads, length, c.dim // c.n_heads, like=self.token_embedding.weight
+        )
 
     def encode_for_generation(self, input_features: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
         """Run the encoder once; its states and position mask are what every decoder step attends to."""
