@@ -1,0 +1,123 @@
+"""ViT attention views: rollout against hand-worked numbers and a loop version, [CLS] maps, pictures, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glassformer.viz.vit import attention_rollout, cls_attention_maps, patch_grid, rollout_cls_map
+
+# --- rollout ----------------------------------------------------------------------------------------
+
+# Two layers, two heads, two tokens ([CLS], one patch), worked out on paper:
+# layer 1: head mean [[.5, .5], [.5, .5]]; + I -> [[1.5, .5], [.5, 1.5]]; rows / 2 -> [[.75, .25], [.25, .75]]
+# layer 2: head mean [[1, 0], [.5, .5]];   + I -> [[2, 0], [.5, 1.5]];    rows / 2 -> [[1, 0], [.25, .75]]
+# rollout = A2 @ A1 = [[.75, .25], [.25*.75 + .75*.25, .25*.25 + .75*.75]] = [[.75, .25], [.375, .625]]
+LAYER1 = [[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]]
+LAYER2 = [[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]
+
+
+def _paper_example() -> list[torch.Tensor]:
+    return [torch.tensor([LAYER1]), torch.tensor([LAYER2])]  # each (B=1, H=2, T=2, T=2)
+
+
+def test_rollout_matches_the_two_layer_example_worked_by_hand():
+    got = attention_rollout(_paper_example())
+    np.testing.assert_allclose(got[0].numpy(), [[0.75, 0.25], [0.375, 0.625]], atol=1e-7)
+
+
+def test_rollout_without_the_residual_is_the_product_of_head_means():
+    # mean2 @ mean1 = [[1, 0], [.5, .5]] @ [[.5, .5], [.5, .5]] = [[.5, .5], [.5, .5]]
+    got = attention_rollout(_paper_example(), add_residual=False)
+    np.testing.assert_allclose(got[0].numpy(), [[0.5, 0.5], [0.5, 0.5]], atol=1e-7)
+
+
+def _loop_rollout(layers: list[np.ndarray]) -> list[list[float]]:
+    """Rollout for one image in plain Python loops (no matrix code), to check the tensor version."""
+    t = layers[0].shape[-1]
+    result = [[1.0 if i == j else 0.0 for j in range(t)] for i in range(t)]
+    for heads in layers:  # (H, T, T)
+        a = [[sum(heads[h][i][j] for h in range(len(heads))) / len(heads) + (i == j) for j in range(t)]
+             for i in range(t)]
+        a = [[v / sum(row) for v in row] for row in a]
+        result = [[sum(a[i][k] * result[k][j] for k in range(t)) for j in range(t)] for i in range(t)]
+    return result
+
+
+def _random_attentions(layers: int, batch: int, heads: int, t: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.softmax(3 * torch.randn(batch, heads, t, t, generator=g), dim=-1) for _ in range(layers)]
+
+
+def test_rollout_matches_a_loop_version_on_random_weights():
+    att = _random_attentions(layers=3, batch=2, heads=4, t=5)
+    got = attention_rollout(att)
+    for b in range(2):
+        expected = _loop_rollout([a[b].double().numpy() for a in att])
+        np.testing.assert_allclose(got[b].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+@pytest.mark.parametrize("discard", [0.0, 0.5])
+def test_rollout_rows_sum_to_one(fusion, discard):
+    got = attention_rollout(_random_attentions(4, 2, 3, 10), head_fusion=fusion, discard_ratio=discard)
+    assert got.shape == (2, 10, 10)
+    torch.testing.assert_close(got.sum(-1), torch.ones(2, 10))
+    assert (got >= 0).all()
+
+
+def test_rollout_of_identity_attention_is_the_identity():
+    eye = torch.eye(5).expand(1, 2, 5, 5)
+    torch.testing.assert_close(attention_rollout([eye, eye, eye]), torch.eye(5)[None])
+
+
+def test_discard_zeroes_the_weakest_patches_but_keeps_cls():
+    # one layer, one head; row weights over [CLS] + 4 patches. discard 0.5 of the 4 patches = 2 zeroed.
+    row = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15])
+    att = [row.expand(1, 1, 5, 5).clone()]
+    got = attention_rollout(att, add_residual=False, discard_ratio=0.5)[0, 0]
+    kept = torch.tensor([0.05, 0.4, 0.0, 0.3, 0.0])
+    torch.testing.assert_close(got, kept / kept.sum())
+
+
+def test_rollout_refuses_bad_input():
+    with pytest.raises(ValueError, match="non-empty"):
+        attention_rollout([])
+    with pytest.raises(ValueError, match="layer 0 .*expected \\(batch, heads, T, T\\)"):
+        attention_rollout([torch.rand(2, 5, 5)])
+    with pytest.raises(ValueError, match="layer 1 attention has shape"):
+        attention_rollout([torch.rand(1, 2, 5, 5), torch.rand(1, 3, 5, 5)])
+    with pytest.raises(ValueError, match="non-negative"):
+        attention_rollout([-torch.rand(1, 2, 5, 5)])
+    with pytest.raises(ValueError, match="did you mean 'mean'"):
+        attention_rollout(_paper_example(), head_fusion="meen")
+    with pytest.raises(ValueError, match="discard_ratio"):
+        attention_rollout(_paper_example(), discard_ratio=1.0)
+
+
+# --- [CLS] maps ---------------------------------------------------------------------------------------
+
+
+def test_cls_maps_fold_the_cls_row_into_the_patch_grid():
+    att = _random_attentions(layers=2, batch=2, heads=3, t=1 + 9)
+    maps = cls_attention_maps(att, layer=0)
+    assert maps.shape == (2, 3, 3, 3)
+    for b in range(2):
+        for h in range(3):
+            for i in range(3):
+                for j in range(3):
+                    assert maps[b, h, i, j].item() == pytest.approx(att[0][b, h, 0, 1 + 3 * i + j].item())
+    torch.testing.assert_close(cls_attention_maps(att), cls_attention_maps(att, layer=1))
+
+
+def test_rollout_cls_map_is_the_cls_row():
+    rollout = attention_rollout(_random_attentions(2, 1, 2, 1 + 4))
+    torch.testing.assert_close(rollout_cls_map(rollout)[0].flatten(), rollout[0, 0, 1:])
+
+
+def test_maps_refuse_a_token_count_that_is_no_grid():
+    with pytest.raises(ValueError, match="not a square grid"):
+        patch_grid(1 + 8)
+    with pytest.raises(ValueError, match="out of range"):
+        cls_attention_maps(_random_attentions(2, 1, 1, 5), layer=2)
