@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-all bench lint clean whisper-weights gemma3-weights espeak system-deps lab chromium
+.PHONY: venv demo test test-all bench lint clean whisper-weights gemma3-weights espeak system-deps lab chromium fashion-mnist
 
 venv: $(STAMP)
 
@@ -35,8 +35,16 @@ espeak:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
 	else echo "espeak-ng is missing: run 'sudo apt-get install espeak-ng' (the speech tests skip without it)"; fi
 
+# Debian's Fashion-MNIST (60k train / 10k test IDX files) for the ViT tests and benchmark.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion-mnist:
+	@if [ -f $(FASHION_MNIST) ]; then echo "fashion-mnist: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (the Fashion-MNIST tests skip without it)"; fi
+
 # Everything from Debian the tests use when present; .ci/run calls it before make test.
-system-deps: espeak chromium
+system-deps: espeak chromium fashion-mnist
 
 demo: $(STAMP)
 	$(VENV)/bin/glassformer demo
