@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-5
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "hf-export.md"
-INPUTS = ("input_ids", "attention_mask", "input_features", "decoder_input_ids")  # keys both sides take; labels are ours
+INPUTS = ("input_ids", "attention_mask", "input_features", "decoder_input_ids", "pixel_values")  # keys both sides take; labels are ours
 
 
 def _hf_format(preset: registry.Preset) -> registry.Format | None:

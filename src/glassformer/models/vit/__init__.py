@@ -16,7 +16,7 @@ import torch
 from glassformer.models.vit import config as _cfg
 from glassformer.models.vit.config import FASHION_MNIST_CLASSES, ViTConfig
 from glassformer.models.vit.model import ViT, classification_loss, interpolate_positions, patchify
-from glassformer.registry import Family
+from glassformer.registry import Family, Format
 
 __all__ = [
     "FAMILY", "FASHION_MNIST_CLASSES", "ViT", "ViTConfig", "classification_loss", "example_batch",
@@ -47,4 +47,9 @@ FAMILY = Family(
     tiny=_cfg.tiny,
     example_batch=example_batch,
     generation=None,
+    formats=(
+        Format("huggingface", load="glassformer.models.vit.hf:from_pretrained",
+               save="glassformer.models.vit.hf:save_pretrained", exports="glassformer.models.vit.hf:architecture",
+               model_types=("vit",)),
+    ),  # fmt: skip
 )
