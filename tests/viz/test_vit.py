@@ -121,3 +121,79 @@ def test_maps_refuse_a_token_count_that_is_no_grid():
         patch_grid(1 + 8)
     with pytest.raises(ValueError, match="out of range"):
         cls_attention_maps(_random_attentions(2, 1, 1, 5), layer=2)
+
+
+def test_mean_pooled_maps_average_every_query_row():
+    att = _random_attentions(layers=1, batch=1, heads=2, t=4)  # no [CLS]: 4 patches, a 2x2 grid
+    maps = cls_attention_maps(att, n_prefix=0)
+    for h in range(2):
+        for p in range(4):
+            mean = sum(att[0][0, h, q, p].item() for q in range(4)) / 4
+            assert maps[0, h, p // 2, p % 2].item() == pytest.approx(mean)
+
+
+# --- the model and the pictures -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_vit():
+    from glassformer.models.vit.config import tiny, vit_fashion
+    from glassformer.models.vit.model import ViT
+
+    torch.manual_seed(0)
+    return ViT(tiny(vit_fashion()))  # 28x28 grayscale, 4x4 patches of 7 pixels, [CLS], 10 labels
+
+
+def test_eager_attention_switches_every_block_and_switches_back(tiny_vit):
+    from glassformer.viz.vit import eager_attention
+
+    backends = [m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)]
+    assert backends and set(backends) == {"sdpa"}
+    with eager_attention(tiny_vit):
+        assert {m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)} == {"eager"}
+    assert [m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)] == backends
+
+
+def test_vit_attentions_are_softmax_rows_over_cls_and_patches(tiny_vit):
+    from glassformer.viz.vit import vit_attentions
+
+    tiny_vit.train()
+    x = torch.randn(3, 1, 28, 28)
+    attentions, logits = vit_attentions(tiny_vit, x)
+    assert tiny_vit.training  # put back as it was
+    assert len(attentions) == 2 and attentions[0].shape == (3, 4, 17, 17)
+    torch.testing.assert_close(attentions[1].sum(-1), torch.ones(3, 4, 17))
+    tiny_vit.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, tiny_vit(x).logits)  # the eager path gives the fused path's answer
+
+
+def _png_size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_pictures_are_drawn(tiny_vit, tmp_path):
+    from glassformer.viz.vit import plot_class_grid, plot_head_overlays, plot_rollout_overlay, vit_attentions
+
+    x = torch.randn(6, 1, 28, 28)
+    attentions, _ = vit_attentions(tiny_vit, x[:1])
+    heads = plot_head_overlays(x[:1], attentions, tmp_path / "heads.png", title="random weights")
+    rollout = plot_rollout_overlay(x[:1], attentions, tmp_path / "rollout.png")
+    grid = plot_class_grid(tiny_vit, x, [0, 1, 2, 0, 1, 2], tmp_path / "grid.png",
+                           class_names=tiny_vit.config.label_names, per_class=2)
+    for png in (heads, rollout, grid):
+        width, height = _png_size(png)
+        assert width > 200 and height > 150, png
+    assert _png_size(grid)[1] > _png_size(grid)[0]  # three class rows of two images
+
+
+def test_top_k_names_classes_or_falls_back_to_indices():
+    from glassformer.viz.vit import top_k_classes
+
+    logits = torch.log(torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))
+    named = top_k_classes(logits, ("cat", "dog", "eel"), k=2)
+    assert [n for n, _ in named[0]] == ["dog", "eel"] and named[0][0][1] == pytest.approx(0.6)
+    assert [n for n, _ in top_k_classes(logits)[1]] == ["0", "2", "1"]

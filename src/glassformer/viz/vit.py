@@ -118,28 +118,39 @@ def patch_grid(n_tokens: int, *, n_prefix: int = 1) -> int:
     n = n_tokens - n_prefix
     side = math.isqrt(max(n, 0))
     if n <= 0 or side * side != n:
-        raise ValueError(f"{n_tokens} tokens less {n_prefix} [CLS] leave {n} patches, not a square grid; "
-                         "expected T = 1 + (image_size / patch_size) ** 2")
+        raise ValueError(f"{n_tokens} tokens less {n_prefix} prefix ([CLS]) leave {n} patches, not a square grid; "
+                         f"expected T = {n_prefix} + (image_size / patch_size) ** 2")
     return side
 
 
-def cls_attention_maps(attentions: Sequence[Tensor] | Tensor, layer: int = -1) -> Tensor:
-    """Where [CLS] looks in ``layer``, per head: ``(B, H, grid, grid)`` over the patches (row-major)."""
+def _reader_row(weights: Tensor, n_prefix: int) -> Tensor:
+    """``(..., T, T) -> (..., N)``: what the classifier's token reads from each patch.
+
+    With a [CLS] token (``n_prefix=1``) that is its row; with mean pooling (``n_prefix=0``) the
+    classifier reads the mean of all tokens, so the mean of all rows."""
+    reader = weights[..., 0, :] if n_prefix else weights.mean(dim=-2)
+    return reader[..., n_prefix:]
+
+
+def cls_attention_maps(attentions: Sequence[Tensor] | Tensor, layer: int = -1, *, n_prefix: int = 1) -> Tensor:
+    """Where [CLS] looks in ``layer``, per head: ``(B, H, grid, grid)`` over the patches (row-major).
+
+    ``n_prefix=0`` (a mean-pooled ViT, no [CLS]): the mean over all query tokens instead."""
     stacked = _stack_layers(attentions)
     n_layers = stacked.shape[0]
     if not -n_layers <= layer < n_layers:
         raise ValueError(f"layer={layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
     weights = stacked[layer]  # (B, H, T, T)
-    side = patch_grid(weights.shape[-1])
-    return weights[:, :, 0, 1:].reshape(*weights.shape[:2], side, side).float()
+    side = patch_grid(weights.shape[-1], n_prefix=n_prefix)
+    return _reader_row(weights, n_prefix).reshape(*weights.shape[:2], side, side).float()
 
 
-def rollout_cls_map(rollout: Tensor) -> Tensor:
-    """The [CLS] row of a rollout ``(B, T, T)`` over the patches: ``(B, grid, grid)``."""
+def rollout_cls_map(rollout: Tensor, *, n_prefix: int = 1) -> Tensor:
+    """The [CLS] row of a rollout ``(B, T, T)`` over the patches: ``(B, grid, grid)`` (mean row if no [CLS])."""
     if rollout.ndim != 3:
         raise ValueError(f"rollout has shape {tuple(rollout.shape)}; expected (batch, T, T) from attention_rollout")
-    side = patch_grid(rollout.shape[-1])
-    return rollout[:, 0, 1:].reshape(rollout.shape[0], side, side)
+    side = patch_grid(rollout.shape[-1], n_prefix=n_prefix)
+    return _reader_row(rollout, n_prefix).reshape(rollout.shape[0], side, side)
 
 
 # --- running the model ------------------------------------------------------------------------------
@@ -183,3 +194,168 @@ def vit_attentions(model: nn.Module, pixel_values: Tensor) -> tuple[list[Tensor]
     if not out.attentions:
         raise ValueError(f"{type(model).__name__} returned no attention weights with output_attentions=True")
     return [a.float().cpu() for a in out.attentions], out.logits.float().cpu()
+
+
+def _prefix_tokens(model: nn.Module) -> int:
+    """[CLS]-like tokens before the patches: the config says, else assume the usual one [CLS]."""
+    return int(getattr(getattr(model, "config", None), "num_prefix_tokens", 1))
+
+
+# --- pictures ---------------------------------------------------------------------------------------
+
+
+def display_image(pixel_values: Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` model input as something ``imshow`` draws: ``(H, W)`` or ``(H, W, 3)`` in [0, 1].
+
+    Each channel is stretched to [0, 1], which undoes any per-channel normalisation up to contrast."""
+    if pixel_values.ndim != 3 or pixel_values.shape[0] not in (1, 3):
+        raise ValueError(f"image has shape {tuple(pixel_values.shape)}; expected (1 or 3 channels, H, W)")
+    x = pixel_values.detach().float().cpu()
+    lo = x.amin(dim=(1, 2), keepdim=True)
+    hi = x.amax(dim=(1, 2), keepdim=True)
+    x = (x - lo) / (hi - lo).clamp_min(1e-12)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def upsample_map(grid_map: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A ``(grid, grid)`` patch map resized bilinearly to the image's ``(H, W)`` and stretched to [0, 1]."""
+    m = grid_map.detach().float().cpu()[None, None]  # (1, 1, g, g)
+    m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)[0, 0]  # (H, W)
+    m = m - m.min()
+    return (m / m.max().clamp_min(1e-12)).numpy()
+
+
+def _overlay(ax, image: np.ndarray, heat: np.ndarray, title: str) -> None:
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_head_overlays(
+    pixel_values: Tensor,
+    attentions: Sequence[Tensor],
+    path: str | os.PathLike[str],
+    *,
+    layer: int = -1,
+    n_prefix: int = 1,
+    batch_index: int = 0,
+    title: str | None = None,
+) -> Path:
+    """The image, its rollout, then each head's [CLS] attention in ``layer``, each laid over the image."""
+    image = display_image(pixel_values[batch_index])
+    size = image.shape[:2]
+    heads = cls_attention_maps(attentions, layer, n_prefix=n_prefix)[batch_index]  # (H, g, g)
+    rollout = rollout_cls_map(attention_rollout(attentions), n_prefix=n_prefix)[batch_index]  # (g, g)
+    n = len(heads) + 2
+    cols = min(n, 6)
+    rows = math.ceil(n / cols)
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(image, cmap="gray" if image.ndim == 2 else None)
+    axes.flat[0].set_title("image", fontsize=8)
+    _overlay(axes.flat[1], image, upsample_map(rollout, size), "rollout (all layers)")
+    n_layers = len(attentions)
+    for h, grid_map in enumerate(heads):
+        _overlay(axes.flat[h + 2], image, upsample_map(grid_map, size), f"layer {layer % n_layers} head {h}")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_rollout_overlay(
+    pixel_values: Tensor,
+    attentions: Sequence[Tensor],
+    path: str | os.PathLike[str],
+    *,
+    n_prefix: int = 1,
+    batch_index: int = 0,
+    title: str | None = None,
+) -> Path:
+    """The image beside its attention rollout laid over it (one picture, two panels)."""
+    image = display_image(pixel_values[batch_index])
+    rollout = rollout_cls_map(attention_rollout(attentions), n_prefix=n_prefix)[batch_index]
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(5.0, 2.8))
+    left.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    left.set_title("image", fontsize=8)
+    left.axis("off")
+    _overlay(right, image, upsample_map(rollout, image.shape[:2]), "attention rollout")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def pick_per_class(labels: Sequence[int] | Tensor, per_class: int) -> list[int]:
+    """Indices of the first ``per_class`` examples of each class, class by class (ascending label)."""
+    labels = [int(v) for v in labels]
+    chosen: list[int] = []
+    for cls in sorted(set(labels)):
+        chosen += [i for i, v in enumerate(labels) if v == cls][:per_class]
+    return chosen
+
+
+def plot_class_grid(
+    model: nn.Module,
+    pixel_values: Tensor,
+    labels: Sequence[int] | Tensor,
+    path: str | os.PathLike[str],
+    *,
+    class_names: Sequence[str] = (),
+    per_class: int = 3,
+) -> Path:
+    """A grid with one row per class: ``per_class`` test images, each with its rollout and the model's guess."""
+    if len(pixel_values) != len(labels):
+        raise ValueError(f"{len(pixel_values)} images but {len(labels)} labels: give one label per image")
+    chosen = pick_per_class(labels, per_class)
+    images = pixel_values[chosen]
+    attentions, logits = vit_attentions(model, images)
+    maps = rollout_cls_map(attention_rollout(attentions), n_prefix=_prefix_tokens(model))  # (N, g, g)
+    guesses = logits.argmax(-1).tolist()
+    label_list = [int(labels[i]) for i in chosen]
+    classes = sorted(set(label_list))
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.9 * per_class, 2.3 * len(classes)), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    filled = {cls: 0 for cls in classes}
+    for k, (label, guess) in enumerate(zip(label_list, guesses, strict=True)):
+        ax = axes[classes.index(label), filled[label]]
+        filled[label] += 1
+        image = display_image(images[k])
+        mark = "" if guess == label else " (wrong)"
+        _overlay(ax, image, upsample_map(maps[k], image.shape[:2]),
+                 f"{_name(label, class_names)}\nguess: {_name(guess, class_names)}{mark}")
+    return _save(fig, path)
+
+
+def _name(index: int, class_names: Sequence[str]) -> str:
+    return class_names[index] if 0 <= index < len(class_names) else str(index)
+
+
+def top_k_classes(logits: Tensor, class_names: Sequence[str] = (), k: int = 3) -> list[list[tuple[str, float]]]:
+    """Per image, the ``k`` likeliest classes as ``(name, probability)``; names are indices when none are stored."""
+    probs = logits.float().softmax(dim=-1)
+    values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [[(_name(i, class_names), p) for i, p in zip(row_i, row_p, strict=True)]
+            for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)]
