@@ -88,8 +88,8 @@ def _adapter_tensors(model: nn.Module, names: dict[str, str]) -> dict[str, Tenso
     out: dict[str, Tensor] = {}
     saved = getattr(model, "lora_saved_modules", ())
     for key, tensor in lora_state_dict(model).items():
-        module, _, tail = key.rpartition(".lora_")
-        if tail:
+        module, sep, tail = key.rpartition(".lora_")
+        if sep:
             out[f"{PREFIX}{_hf_module(names, module)}.lora_{tail}"] = tensor
             continue
         hf = names.get(key, key) if names else key

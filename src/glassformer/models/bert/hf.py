@@ -230,6 +230,17 @@ def state_dict_to_hf(model: Bert) -> dict[str, Tensor]:
     return out
 
 
+def hf_tensor_names(model: Bert) -> dict[str, str]:
+    """Our tensor name -> the Hugging Face one, as :func:`state_dict_to_hf` names them: what a tool
+    that addresses single layers (LoRA adapters in peft's format, ``glassformer.peft.io``) translates with."""
+    roberta = model.config.position_offset > 0
+    prefix = "roberta." if roberta else "bert."
+    names = {ours: hf for hf, ours in _key_map(model.config, roberta).items()}
+    if model.config.head == "none":
+        names = {ours: hf.removeprefix(prefix) for ours, hf in names.items()}
+    return names
+
+
 # Our keys of each head: what a caller who asks for another head than the checkpoint's gets fresh.
 HEAD_PARAMS: dict[str, tuple[str, ...]] = {
     "none": (), "mlm": ("mlm_*",), "sequence": ("classifier.*",), "token": ("classifier.*",),

@@ -559,6 +559,17 @@ def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
     return out
 
 
+def hf_tensor_names(model: GPT) -> dict[str, str]:
+    """Our tensor name -> the Hugging Face one, for tensors that map one to one: what a tool that
+    addresses single layers (LoRA adapters in peft's format, ``glassformer.peft.io``) translates with.
+    GPT-2's fused ``c_attn`` and its transposed ``Conv1D`` layers have no such name and are left out."""
+    arch = model_type(model.config)
+    return {
+        ours: hf for hf, ours in expand_keys(ARCHITECTURES[arch][0], model.config.n_layers)
+        if isinstance(ours, str) and not _transposed(arch, hf)
+    }
+
+
 def from_pretrained(
     path_or_hub_id: str | os.PathLike[str],
     *,
