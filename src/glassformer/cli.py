@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glassformer.demo",
     "glassformer.lab.cli",
     "glassformer.rag.cli",
+    "glassformer.quant.cli",
 )
 
 

@@ -29,6 +29,10 @@ def open_folder(config: FolderConfig, *, family: str | None = None, map_location
         _check_family(record.name, family, config.folder)
         if overrides:
             raise TypeError(f"{config.folder} is a glassformer folder; its config is fixed (got {sorted(overrides)})")
+        if "quantization" in config.data:  # written by glassformer.quant.save_quantized
+            from glassformer.quant.io import open_quantized
+
+            return open_quantized(config, map_location=map_location)
         return record.model.from_folder(config, map_location=map_location)  # type: ignore[attr-defined]
     record, fmt = registry.format_for(model_type=config.model_type)
     _check_family(record.name, family, config.folder)
