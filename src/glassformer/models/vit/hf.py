@@ -184,18 +184,21 @@ def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> V
     if "pooler" not in overrides:  # a ViTModel's pooler, unless saved without one or replaced by a new head
         has_pooler = any(k.endswith("pooler.dense.weight") for k in state)
         overrides = {**overrides, "pooler": has_pooler and overrides.get("num_labels", 0) == 0}
+    new_head = "num_labels" in overrides
+    if new_head and "label_names" not in overrides:
+        overrides = {**overrides, "label_names": ()}  # the checkpoint's names belong to its own head
     config = config_from_hf(folder_config.data, **overrides)
     model = ViT(config)
     ours, unused_hf = state_dict_from_hf(state, config)
     if unused_hf:
         raise WeightsError(f"{folder}: checkpoint tensors the vit family does not know how to place: {unused_hf[:10]}")
-    new_head = "num_labels" in overrides
-    report = load_into(model, ours, source=str(folder), new=("head.*",) if new_head else (),
-                       unused=("head.*", "pooler.*") if new_head else ())  # fmt: skip
-    if report.new or report.unused:
-        warnings.warn(
-            f"{folder.name}: new head (not in the checkpoint): {report.new}; left out: {report.unused}", stacklevel=2
-        )
+    # with a new head, the checkpoint's head (and a pooler the model does not carry) stays behind
+    expected = model.state_dict()
+    left_out = [k for k in ours if new_head and (k.startswith("head.") or k not in expected)]
+    report = load_into(model, {k: v for k, v in ours.items() if k not in left_out}, source=str(folder),
+                       new=("head.*",) if new_head else ())  # fmt: skip
+    if report.new or left_out:
+        warnings.warn(f"{folder.name}: new head (not in the checkpoint): {report.new}; left out: {left_out}", stacklevel=2)
     return model
 
 
