@@ -21,15 +21,18 @@ import json
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from glassformer.models.bert.model import Bert
 from glassformer.models.bert.text import BertEncoder, pad_batch
+
+if TYPE_CHECKING:
+    from glassformer.peft import LoraConfig
 
 SST2_LABELS = ("negative", "positive")
 
@@ -297,6 +300,8 @@ class FinetuneSettings:
     seed: int = 0
     progress: bool = True
     overrides: tuple[str, ...] = ()  # extra TrainConfig key=value settings
+    lora: LoraConfig | None = None  # train LoRA adapters (and the head) instead of every weight
+    base_name: str | None = None  # the pretrained model's name, recorded in a LoRA adapter
 
 
 def train_config_for(settings: FinetuneSettings, steps_per_epoch: int) -> Any:
@@ -344,6 +349,8 @@ def finetune(
         keep = sorted(random.Random(settings.seed).sample(range(len(data.train)), settings.max_train))
         data.train = [data.train[i] for i in keep]
     model = with_classifier(model, data.labels.names)
+    if settings.lora is not None:
+        model = with_lora(model, settings.lora)
     train_batches = BucketedBatches(data.train, settings.batch_size, encoder.pad_id, settings.seed)
     val_batches = BucketedBatches(data.val, 64, encoder.pad_id, settings.seed)
     config = train_config_for(settings, len(train_batches))
@@ -363,6 +370,11 @@ def finetune(
         results[shown]["confusion"], data.labels.names, out_dir / f"confusion_{shown}.png",
         title=f"{shown}: accuracy {results[shown]['accuracy']:.3f}",
     ))
+    if settings.lora is not None:  # the adapter alone, then a plain merged model for `classify`
+        from glassformer.peft import merge_lora, save_adapter
+
+        results["adapter"] = str(save_adapter(model, out_dir / "adapter", base_name=settings.base_name))
+        merge_lora(model)
     save_classifier(model, tokenizer, out_dir / "model")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
@@ -382,6 +394,15 @@ def with_classifier(model: Bert, label_names: Sequence[str]) -> Bert:
     encoder_state = {k: v for k, v in model.state_dict().items() if k.startswith(("embeddings.", "encoder.", "pooler."))}
     fresh.load_state_dict(encoder_state, strict=False)
     return fresh
+
+
+def with_lora(model: Bert, config: LoraConfig) -> Bert:
+    """LoRA on ``model`` with the classifier trained in full and saved with the adapter: a new head
+    has no pretrained weights to fall back on, so leaving it frozen (or unsaved) loses the task."""
+    from glassformer.peft import inject_lora
+
+    saved = config.modules_to_save if "classifier" in config.modules_to_save else (*config.modules_to_save, "classifier")
+    return inject_lora(model, replace(config, modules_to_save=saved))
 
 
 def save_classifier(model: Bert, tokenizer: Any, folder: str | os.PathLike[str]) -> Path:
