@@ -197,3 +197,121 @@ def test_top_k_names_classes_or_falls_back_to_indices():
     named = top_k_classes(logits, ("cat", "dog", "eel"), k=2)
     assert [n for n, _ in named[0]] == ["dog", "eel"] and named[0][0][1] == pytest.approx(0.6)
     assert [n for n, _ in top_k_classes(logits)[1]] == ["0", "2", "1"]
+
+
+# --- the command line: classify and attention for a ViT checkpoint ---------------------------------------
+
+
+def _write_png(path, array: np.ndarray):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fashion_folder(tmp_path_factory, tiny_vit):
+    """A saved grayscale 28x28 ViT with Fashion-MNIST class names."""
+    return tiny_vit.save(tmp_path_factory.mktemp("vit") / "model")
+
+
+@pytest.fixture(scope="module")
+def hf_colour_folder(tmp_path_factory):
+    """A 3-channel 32x32 ViT written in Hugging Face's layout, with HF's own preprocessor config."""
+    transformers = pytest.importorskip("transformers")
+    from glassformer.models.vit.config import tiny, vit_ti16
+    from glassformer.models.vit.hf import save_pretrained
+    from glassformer.models.vit.model import ViT
+
+    torch.manual_seed(1)
+    config = tiny(vit_ti16()).replace(num_labels=5, label_names=("cat", "dog", "eel", "fox", "gnu"))
+    folder = save_pretrained(ViT(config), tmp_path_factory.mktemp("hf") / "vit")
+    transformers.ViTImageProcessor(do_resize=False, image_mean=[0.4, 0.5, 0.6],
+                                   image_std=[0.2, 0.3, 0.25]).save_pretrained(folder)
+    return folder
+
+
+def test_classify_prints_the_top_three_of_transformers(hf_colour_folder, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    from glassformer.cli import main
+
+    rng = np.random.default_rng(0)
+    image = _write_png(tmp_path / "photo.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert main(["classify", str(hf_colour_folder), str(image)]) == 0
+    line = capsys.readouterr().out.strip()
+    got = [(name, float(p)) for name, p in zip(*[iter(line.split("\t")[1].split())] * 2, strict=True)]
+
+    processor = transformers.ViTImageProcessor.from_pretrained(hf_colour_folder)
+    reference = transformers.ViTForImageClassification.from_pretrained(hf_colour_folder).eval()
+    with torch.no_grad():
+        pixels = processor(images=Image.open(image), return_tensors="pt")["pixel_values"]
+        probs = reference(pixel_values=pixels).logits.softmax(-1)[0]
+    top = probs.topk(3)
+    names = [reference.config.id2label[i] for i in top.indices.tolist()]
+    assert [n for n, _ in got] == names
+    np.testing.assert_allclose([p for _, p in got], top.values.numpy(), atol=1e-3)  # printed with 3 decimals
+
+
+def test_classify_a_folder_names_classes_and_notes_conversions(fashion_folder, tmp_path, capsys):
+    from glassformer.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    _write_png(folder / "a.png", rng.integers(0, 256, (28, 28), dtype=np.uint8))
+    _write_png(folder / "b.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))  # colour, wrong size
+    assert main(["classify", str(fashion_folder), str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = [__import__("json").loads(line) for line in captured.out.splitlines()]
+    assert [r["image"].rsplit("/", 1)[1] for r in rows] == ["a.png", "b.png"]
+    for row in rows:
+        assert len(row["top"]) == 3 and row["top"][0]["label"] in tiny_vit_names()
+        probs = [t["probability"] for t in row["top"]]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert "converted to grayscale" in captured.err and "40x40 pixels resized to the model's 28x28" in captured.err
+
+
+def tiny_vit_names() -> tuple[str, ...]:
+    from glassformer.data.images import FASHION_MNIST_CLASSES
+
+    return FASHION_MNIST_CLASSES
+
+
+def test_classify_copies_a_grayscale_image_to_a_colour_model_with_a_note(hf_colour_folder, tmp_path, capsys):
+    from glassformer.cli import main
+
+    gray = _write_png(tmp_path / "gray.png", np.full((32, 32), 128, dtype=np.uint8))
+    assert main(["classify", str(hf_colour_folder), str(gray)]) == 0
+    captured = capsys.readouterr()
+    assert "gray value copied to 3 channels" in captured.err
+    assert captured.out.startswith(str(gray))
+
+
+def test_classify_refuses_bad_images(fashion_folder, tmp_path, capsys):
+    from glassformer.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["classify", str(fashion_folder), str(empty)]) == 2
+    assert "empty folder" in capsys.readouterr().err
+    corrupt = tmp_path / "broken.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["classify", str(fashion_folder), str(corrupt)]) == 2
+    assert "broken.png: not a readable image" in capsys.readouterr().err
+    assert main(["classify", str(fashion_folder)]) == 2
+    assert "no images given" in capsys.readouterr().err
+
+
+def test_attention_verb_writes_the_overlays(fashion_folder, tmp_path, capsys):
+    from glassformer.cli import main
+
+    image = _write_png(tmp_path / "shoe.png", np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["attention", str(fashion_folder), str(image), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("shoe_heads.png", "shoe_rollout.png"):
+        assert (out / name).is_file() and str(out / name) in printed
+    assert main(["attention", str(fashion_folder), str(image), "--out", str(out), "--layer", "5"]) == 2
+    assert "layer=5 is out of range" in capsys.readouterr().err

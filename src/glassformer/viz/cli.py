@@ -1,5 +1,10 @@
 """``glassformer attention CHECKPOINT "text"``: draw what every head of a model attends to.
 
+For a ViT checkpoint the argument is an image file: ``glassformer attention CHECKPOINT image.png``
+lays each head's [CLS] attention and the attention rollout over the image (``glassformer.viz.vit``).
+``run_classify_images`` is ``glassformer classify`` for a ViT (the verb itself is in
+``models/bert/cli.py``, which hands a ViT checkpoint over to it).
+
 Works for any family: the model folder is opened with ``glassformer.models.load_model`` (which
 reads the family from ``config.json``) and its tokenizer with
 ``glassformer.tokenizers.load_tokenizer`` from the same folder. See
@@ -9,6 +14,8 @@ reads the family from ``config.json``) and its tokenizer with
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from glassformer.utils.commands import AddParser
@@ -22,14 +29,51 @@ def register(add_parser: AddParser) -> None:
         "(one row per layer, one column per head) and a self-contained HTML head view.",
     )
     p.add_argument("checkpoint", help="a glassformer model folder (config.json, model.safetensors, tokenizer)")
-    p.add_argument("text", help="the text to run through the model")
+    p.add_argument("text", help="the text to run through the model (for a ViT checkpoint: an image file)")
     p.add_argument("--out", default="out/attention", help="output folder (default: out/attention)")
     p.add_argument("--layer", type=int, default=None, help="draw only this layer in the PNG (0-based)")
     p.set_defaults(func=run)
 
 
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def run_classify_images(args: argparse.Namespace) -> int:
+    """``glassformer classify VIT_CHECKPOINT image.png|folder ...``: each image's top-3 classes."""
+    from glassformer.viz.vit import classify_images
+
+    if args.file:
+        raise ValueError("--file lists texts; for a ViT checkpoint give image files or folders as arguments")
+    results, notes = classify_images(args.checkpoint, args.texts, k=3)
+    _print_notes(notes)
+    for path, top in results:
+        if args.json:
+            print(json.dumps({"image": str(path), "top": [{"label": n, "probability": p} for n, p in top]}))
+        else:
+            print(f"{path}\t" + "  ".join(f"{name} {p:.3f}" for name, p in top))
+    return 0
+
+
+def run_vit(args: argparse.Namespace) -> int:
+    """``glassformer attention VIT_CHECKPOINT image.png``: per-head and rollout overlays."""
+    from glassformer.viz.vit import attention_pictures
+
+    layer = -1 if args.layer is None else args.layer
+    paths, notes = attention_pictures(args.checkpoint, args.text, args.out, layer=layer)
+    _print_notes(notes)
+    print(f"heads of layer {layer if layer >= 0 else 'last'}: {paths[0]}")
+    print(f"attention rollout: {paths[1]}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from glassformer.models import load_model
+    from glassformer.viz.vit import is_vit_checkpoint
+
+    if is_vit_checkpoint(args.checkpoint):
+        return run_vit(args)
     from glassformer.viz.attention import model_attention, plot_attention_heads, write_head_view_html
 
     model = load_model(args.checkpoint)  # fails first, with a clear message, on a folder that is no model

@@ -179,8 +179,10 @@ def _weights_flag(model: nn.Module) -> str:
                     "it cannot return attention weights")
 
 
-def vit_attentions(model: nn.Module, pixel_values: Tensor) -> tuple[list[Tensor], Tensor]:
-    """One eager forward of ``pixel_values (B, C, H, W)``: ``(per-layer (B, H, T, T) weights, logits)``."""
+def vit_attentions(model: nn.Module, pixel_values: Tensor) -> tuple[list[Tensor], Tensor | None]:
+    """One eager forward of ``pixel_values (B, C, H, W)``: ``(per-layer (B, H, T, T) weights, logits)``.
+
+    ``logits`` is None for a model without a classification head."""
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}; expected (batch, channels, H, W)")
     param = next(model.parameters())
@@ -193,7 +195,8 @@ def vit_attentions(model: nn.Module, pixel_values: Tensor) -> tuple[list[Tensor]
         model.train(was_training)
     if not out.attentions:
         raise ValueError(f"{type(model).__name__} returned no attention weights with output_attentions=True")
-    return [a.float().cpu() for a in out.attentions], out.logits.float().cpu()
+    logits = None if out.logits is None else out.logits.float().cpu()
+    return [a.float().cpu() for a in out.attentions], logits
 
 
 def _prefix_tokens(model: nn.Module) -> int:
@@ -329,13 +332,15 @@ def plot_class_grid(
     chosen = pick_per_class(labels, per_class)
     images = pixel_values[chosen]
     attentions, logits = vit_attentions(model, images)
+    if logits is None:
+        raise ValueError("this ViT has no classification head (num_labels=0): the grid shows its guesses")
     maps = rollout_cls_map(attention_rollout(attentions), n_prefix=_prefix_tokens(model))  # (N, g, g)
     guesses = logits.argmax(-1).tolist()
     label_list = [int(labels[i]) for i in chosen]
     classes = sorted(set(label_list))
     plt = _pyplot()
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.9 * per_class, 2.3 * len(classes)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.9 * per_class, 2.3 * len(classes)), squeeze=False)
+    fig.subplots_adjust(hspace=0.45, wspace=0.1)  # room for the two-line titles
     for ax in axes.flat:
         ax.axis("off")
     filled = {cls: 0 for cls in classes}
@@ -359,3 +364,152 @@ def top_k_classes(logits: Tensor, class_names: Sequence[str] = (), k: int = 3) -
     values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
     return [[(_name(i, class_names), p) for i, p in zip(row_i, row_p, strict=True)]
             for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)]
+
+
+# --- images from files, for a checkpoint (the `classify` and `attention` verbs) ----------------------
+
+PREPROCESSOR_FILE = "preprocessor_config.json"  # Hugging Face's name; its image_mean / image_std are read
+HF_VIT_MEAN_STD = (0.5, 0.5)  # ViTImageProcessor's default for colour models, per channel
+
+
+def is_vit_checkpoint(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` is a model folder (glassformer's or Hugging Face's) holding a ViT."""
+    from glassformer.utils.weights import CONFIG_NAME, read_config
+
+    folder = Path(source)
+    if not (folder / CONFIG_NAME).is_file():
+        return False
+    config = read_config(folder)
+    return config.family == "vit" or config.model_type == "vit"
+
+
+def image_stats(folder: str | os.PathLike[str], in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std the model's inputs were normalised with.
+
+    From ``preprocessor_config.json`` in the folder when there is one (``image_mean``,
+    ``image_std``); else Fashion-MNIST's statistics for a grayscale model (what the Fashion-MNIST
+    experiment trains with) and Hugging Face ViT's 0.5 / 0.5 for a colour one."""
+    import json
+
+    from glassformer.data.images import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
+    path = Path(folder) / PREPROCESSOR_FILE
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "image_mean" not in data or "image_std" not in data:
+            raise ValueError(f"{path} has no image_mean / image_std: add both (one value per channel)")
+        return tuple(data["image_mean"]), tuple(data["image_std"])
+    if in_channels == 1:
+        return FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    return (HF_VIT_MEAN_STD[0],) * in_channels, (HF_VIT_MEAN_STD[1],) * in_channels
+
+
+def image_files(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files named, a folder standing for the image files directly in it (sorted by name)."""
+    from glassformer.data.images import IMAGE_EXTENSIONS, ImageDataError
+
+    if not sources:
+        raise ValueError("no images given: name an image file or a folder of images")
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ImageDataError(f"{source}: an empty folder: no image files in it "
+                                     f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+            files += found
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"{source}: no such image file or folder")
+    return files
+
+
+def _fit_size(image: Tensor, config, name: str, notes: list[str]) -> Tensor:
+    """An image at a size the model takes: kept when positions interpolate and it tiles, else resized."""
+    from glassformer.data.images import resize
+
+    h, w = image.shape[-2:]
+    size = config.image_size
+    tiles = h % config.patch_size == 0 and w % config.patch_size == 0
+    if (h, w) == (size, size) or (config.interpolate_positions and tiles):
+        return image
+    notes.append(f"{name}: {w}x{h} pixels resized to the model's {size}x{size}")
+    return resize(image, size)
+
+
+@contextmanager
+def warnings_as_notes(notes: list[str]) -> Iterator[None]:
+    """Collect the warnings raised inside (e.g. "grayscale image copied to 3 channels") as notes."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    notes += [str(w.message) for w in caught]
+
+
+def load_model_images(paths: Sequence[Path], config, mean: Sequence[float], std: Sequence[float],
+                      ) -> tuple[list[Tensor], list[str]]:
+    """Each file as a normalised ``(1, C, H, W)`` batch for the model, and notes on what was converted.
+
+    A grayscale file for a colour model is copied to its channels (and the reverse), with a note;
+    a file that is not a readable image is an error naming it."""
+    from glassformer.data.images import normalize, read_image
+
+    mode = "L" if config.in_channels == 1 else "RGB"
+    batches, notes = [], []
+    for path in paths:
+        with warnings_as_notes(notes):
+            image = read_image(path, mode)  # (C, H, W) uint8; raises ImageDataError on a corrupt file
+        image = _fit_size(image, config, path.name, notes)
+        batches.append(normalize(image.float()[None] / 255.0, mean, std))  # (1, C, H, W)
+    return batches, notes
+
+
+def open_vit(checkpoint: str | os.PathLike[str]) -> nn.Module:
+    """The ViT in a checkpoint folder, refusing any other family."""
+    from glassformer.models import load_model
+
+    return load_model(checkpoint, family="vit")
+
+
+def classify_images(checkpoint: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]], *,
+                    k: int = 3) -> tuple[list[tuple[Path, list[tuple[str, float]]]], list[str]]:
+    """The ``k`` likeliest classes of each image file (or of each image in a folder), and the notes."""
+    model = open_vit(checkpoint)
+    if not model.config.num_labels:
+        raise ValueError(f"{checkpoint}: this ViT has no classification head (num_labels=0); it cannot classify")
+    paths = image_files(sources)
+    mean, std = image_stats(checkpoint, model.config.in_channels)
+    batches, notes = load_model_images(paths, model.config, mean, std)
+    model.eval()
+    results = []
+    with torch.no_grad():
+        for path, batch in zip(paths, batches, strict=True):
+            logits = model(batch).logits  # (1, num_labels)
+            results.append((path, top_k_classes(logits, model.config.label_names, k)[0]))
+    return results, notes
+
+
+def attention_pictures(checkpoint: str | os.PathLike[str], image: str | os.PathLike[str],
+                       out_dir: str | os.PathLike[str], *, layer: int = -1) -> tuple[list[Path], list[str]]:
+    """Write the per-head overlay (``layer``) and the rollout overlay of one image; their paths and notes."""
+    model = open_vit(checkpoint)
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file (`glassformer attention` draws one image)")
+    mean, std = image_stats(checkpoint, model.config.in_channels)
+    (batch,), notes = load_model_images([path], model.config, mean, std)
+    attentions, logits = vit_attentions(model, batch)
+    n_prefix = _prefix_tokens(model)
+    title = path.name
+    if logits is not None:
+        name, probability = top_k_classes(logits, model.config.label_names, 1)[0][0]
+        title += f": {name} ({probability:.0%})"
+    out = Path(out_dir)
+    heads = plot_head_overlays(batch, attentions, out / f"{path.stem}_heads.png", layer=layer,
+                               n_prefix=n_prefix, title=title)
+    rollout = plot_rollout_overlay(batch, attentions, out / f"{path.stem}_rollout.png", n_prefix=n_prefix,
+                                   title=title)
+    return [heads, rollout], notes

@@ -49,20 +49,18 @@ def register(add_parser: AddParser) -> None:
     p.add_argument("--max-train", type=int, help="train on a random subset of this many rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--lora", metavar="SPEC",
-                   help="train LoRA adapters and the head only, e.g. r=8,alpha=16,target=q_proj|v_proj,dropout=0.05 "
-                   "(keys: r, alpha, dropout, target, rslora, save, init); the adapter lands in OUT/adapter")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra training-engine setting (TrainConfig field), e.g. --set progress=false; repeatable")
     p.set_defaults(func=run_finetune)
 
     c = add_parser(
         "classify",
-        help="label texts with a fine-tuned classifier",
-        description="Print the predicted label and its probability for each text (or each line of --file).",
+        help="label texts with a fine-tuned classifier, or images with a ViT",
+        description="Print the predicted label and its probability for each text (or each line of --file). "
+        "For a ViT checkpoint, give image files or folders of images: it prints each image's top-3 classes.",
     )
-    c.add_argument("checkpoint", help="a folder written by `glassformer finetune`")
-    c.add_argument("texts", nargs="*", help="texts to classify")
+    c.add_argument("checkpoint", help="a folder written by `glassformer finetune`, or a ViT model folder")
+    c.add_argument("texts", nargs="*", help="texts to classify (for a ViT: image files or folders)")
     c.add_argument("--file", type=Path, help="a text file: one text per line")
     c.add_argument("--json", action="store_true", help="print one JSON object per text, with all probabilities")
     c.add_argument("--strict", action="store_true",
@@ -106,10 +104,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         read_labelled,
         split_validation,
     )
-    from glassformer.peft import parse_lora_spec
     from glassformer.utils.paths import data_root
 
-    lora = parse_lora_spec(args.lora) if args.lora else None  # a bad spec fails before any data is read
     known: tuple[str, ...] = ()
     if args.task == "sst2":
         root = data_root()
@@ -133,7 +129,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     settings = FinetuneSettings(
         out_dir=args.out or f"out/finetune-{args.task or Path(args.train).stem}", epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, max_len=args.max_len, max_train=args.max_train, seed=args.seed,
-        overrides=tuple(args.overrides), lora=lora, base_name=args.source,
+        overrides=tuple(args.overrides),
     )
     results = finetune(model, tokenizer, train, val, test, settings, known_labels=known, resume=args.resume)
     for split in ("val", "test"):
@@ -147,6 +143,12 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_classify(args: argparse.Namespace) -> int:
     from glassformer.models.bert.finetune import classify, load_classifier
+    from glassformer.viz.vit import is_vit_checkpoint
+
+    if is_vit_checkpoint(args.checkpoint):  # images, not texts: the ViT verb in viz/cli.py
+        from glassformer.viz.cli import run_classify_images
+
+        return run_classify_images(args)
 
     texts = list(args.texts)
     if args.file:
