@@ -49,6 +49,9 @@ def register(add_parser: AddParser) -> None:
     p.add_argument("--max-train", type=int, help="train on a random subset of this many rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--lora", metavar="SPEC",
+                   help="train LoRA adapters and the head only, e.g. r=8,alpha=16,target=q_proj|v_proj,dropout=0.05 "
+                   "(keys: r, alpha, dropout, target, rslora, save, init); the adapter lands in OUT/adapter")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra training-engine setting (TrainConfig field), e.g. --set progress=false; repeatable")
     p.set_defaults(func=run_finetune)
@@ -104,8 +107,10 @@ def run_finetune(args: argparse.Namespace) -> int:
         read_labelled,
         split_validation,
     )
+    from glassformer.peft import parse_lora_spec
     from glassformer.utils.paths import data_root
 
+    lora = parse_lora_spec(args.lora) if args.lora else None  # a bad spec fails before any data is read
     known: tuple[str, ...] = ()
     if args.task == "sst2":
         root = data_root()
@@ -129,7 +134,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     settings = FinetuneSettings(
         out_dir=args.out or f"out/finetune-{args.task or Path(args.train).stem}", epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, max_len=args.max_len, max_train=args.max_train, seed=args.seed,
-        overrides=tuple(args.overrides),
+        overrides=tuple(args.overrides), lora=lora, base_name=args.source,
     )
     results = finetune(model, tokenizer, train, val, test, settings, known_labels=known, resume=args.resume)
     for split in ("val", "test"):
