@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from glassformer.generate.config import CACHE_KINDS, STRATEGIES, GenerationConfig
@@ -46,6 +47,8 @@ def register(add_parser: AddParser) -> None:
     chat.add_argument("checkpoint", nargs="?", help="model folder or .gguf file (default: the chat model a family offers)")
     chat.add_argument("--model", default=None, help="a chat model a family offers by name (gemma3-270m, smollm2-135m)")
     chat.add_argument("--system", default=None, help="a system message that starts the conversation")
+    chat.add_argument("--adapter", default=None, metavar="DIR",
+                      help="a LoRA adapter folder (peft's format, e.g. from glassformer.peft.save_adapter) merged into the model")
     _sampling_args(chat, temperature=0.7, top_p=0.9, max_new_tokens=256)
     chat.set_defaults(func=_chat)
 
@@ -106,6 +109,11 @@ def _chat(args: argparse.Namespace) -> int:
         model, tokenizer, template, name = ckpt.model, ckpt.tokenizer, ckpt.chat_template, ckpt.name
     else:
         model, tokenizer, template, name = _default_chat_model(args.model)
+    if args.adapter:
+        from glassformer.peft import load_adapter, merge_lora
+
+        model = merge_lora(load_adapter(model, args.adapter)).eval()  # merged: decodes at the base's speed
+        name = f"{name} + {Path(args.adapter).name}"
     config = GenerationConfig(
         strategy="sample" if args.temperature > 0 else "greedy",
         max_new_tokens=args.max_new_tokens,
