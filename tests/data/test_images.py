@@ -223,6 +223,11 @@ def test_augmented_batches_are_a_function_of_their_indices() -> None:
     other = data.collate([data[i] for i in (1, 4, 7)])
     assert torch.equal(first["pixel_values"], again["pixel_values"]) and torch.equal(first["labels"], again["labels"])
     assert not torch.equal(first["pixel_values"], other["pixel_values"])
+    # the same image in the same place of two different batches is augmented differently
+    crops = fake_data(augment=RandomCrop(8, 2))
+    same = [torch.equal(crops.collate([crops[i], crops[10]])["pixel_values"][0],
+                        crops.collate([crops[i], crops[11]])["pixel_values"][0]) for i in range(10)]
+    assert not all(same)
     assert set(first) == {"pixel_values", "labels"} and first["labels"].shape == (3, 3)
     torch.testing.assert_close(first["labels"].sum(1), torch.ones(3))
 
