@@ -31,8 +31,10 @@ FASHION_CLASSES: tuple[str, ...] = (
 class DiffusionConfig(ConfigMixin):
     image_size: int = 32
     in_channels: int = 1
-    channels: tuple[int, ...] = (32, 64, 128)  # per resolution level ("block_out_channels")
-    attention: tuple[bool, ...] = (False, True, True)  # self-attention in level i
+    # per resolution level ("block_out_channels"): narrow where the pixels are many, since a CPU pays
+    # for every multiply-add 1,000 times per DDPM sample (this shape: 2.7M parameters, 0.13 GMAC a call)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    attention: tuple[bool, ...] = (False, False, True, True)  # self-attention in level i (8x8 and 4x4 here)
     layers_per_block: int = 1  # ResBlocks per level going down (one more going up)
     mid_attention: bool = True
     head_dim: int = 32  # width of one attention head ("attention_head_dim")
@@ -133,9 +135,9 @@ def ddpm_fashion() -> DiffusionConfig:
 
 
 def tiny(config: DiffusionConfig) -> DiffusionConfig:
-    """The toy twin: same choices (conditioning, schedule, attention pattern), 16x16, width 16."""
+    """The toy twin: same choices (conditioning, schedule, attention pattern), 16x16, widths 8 and 16."""
     levels = len(config.channels)
     return config.replace(
-        image_size=16, channels=tuple(16 * (1 + (i > 0)) for i in range(levels)), head_dim=8, norm_groups=4,
+        image_size=16, channels=tuple(8 if i == 0 else 16 for i in range(levels)), head_dim=8, norm_groups=4,
         num_train_timesteps=50,
     )  # fmt: skip
