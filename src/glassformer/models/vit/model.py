@@ -162,7 +162,7 @@ class ViT(ModelBase):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pooling == "cls" else None
         self.positions = nn.Parameter(torch.zeros(1, c.seq_len, c.dim))
         self.dropout = nn.Dropout(c.dropout)
-        rates = torch.linspace(0.0, c.drop_path, c.n_layers).tolist()  # deeper blocks dropped more often
+        rates = [c.drop_path * i / max(c.n_layers - 1, 1) for i in range(c.n_layers)]  # deeper: dropped more often
         self.blocks = nn.ModuleList(
             ViTBlock(
                 c.dim, c.n_heads, drop_path=rate, ffn_dim=c.ffn_dim, activation=c.activation, norm="layernorm",
