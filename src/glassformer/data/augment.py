@@ -109,40 +109,45 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
-# --- RandAugment-lite: each op maps (images (N, C, H, W), signed level (N,) in [-1, 1]) to images ---
+# --- RandAugment-lite ------------------------------------------------------------------------------
+# Geometric ops give per-image affine maps (N, 2, 3) (output -> input coordinates in [-1, 1]), so a
+# round of RandAugment resamples every image once, whatever op it drew; the others are pixel ops
+# (images (N, C, H, W), signed level (N,) in [-1, 1], generator) -> images.
+
+def _theta_translate(axis: int) -> Callable[[Tensor], Tensor]:
+    def theta(level: Tensor) -> Tensor:
+        t = torch.eye(2, 3).repeat(level.shape[0], 1, 1)
+        t[:, axis, 2] = -2.0 * 0.25 * level  # up to a quarter of the image; grid units span 2
+        return t
+    return theta
+
+
+def _theta_rotate(level: Tensor) -> Tensor:
+    angle = level * math.radians(30.0)
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+    return torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)  # (N, 2, 3)
+
+
+def _theta_shear(axis: int) -> Callable[[Tensor], Tensor]:
+    def theta(level: Tensor) -> Tensor:
+        t = torch.eye(2, 3).repeat(level.shape[0], 1, 1)
+        t[:, axis, 1 - axis] = 0.3 * level
+        return t
+    return theta
+
 
 def _affine(x: Tensor, theta: Tensor) -> Tensor:
-    """Resample ``x`` through per-image affine maps ``theta`` (N, 2, 3) (output -> input), zeros outside."""
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    """Resample ``x`` (N, C, H, W) through ``theta`` (N, 2, 3), bilinear, zeros outside.
+
+    The grid is built here rather than by ``F.affine_grid``, which costs more than the sampling
+    itself on small images; it is the same grid (pixel centres, ``align_corners=False``).
+    """
+    _, _, h, w = x.shape
+    ys = (torch.arange(h, dtype=x.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=x.dtype) * 2 + 1) / w - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
+    grid = torch.einsum("hwk,nik->nhwi", base, theta[:, :, :2].to(x.dtype)) + theta[:, None, None, :, 2]
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _identity_theta(n: int) -> Tensor:
-    return torch.eye(2, 3).repeat(n, 1, 1)  # (N, 2, 3)
-
-
-def _translate(axis: int) -> Callable[[Tensor, Tensor, torch.Generator], Tensor]:
-    def op(x: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
-        theta = _identity_theta(x.shape[0])
-        theta[:, axis, 2] = -2.0 * 0.25 * level  # up to a quarter of the image; grid units span 2
-        return _affine(x, theta)
-    return op
-
-
-def _rotate(x: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
-    angle = level * math.radians(30.0)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], -1),
-                         torch.stack([sin, cos, torch.zeros_like(cos)], -1)], 1)  # (N, 2, 3)
-    return _affine(x, theta)
-
-
-def _shear(axis: int) -> Callable[[Tensor, Tensor, torch.Generator], Tensor]:
-    def op(x: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
-        theta = _identity_theta(x.shape[0])
-        theta[:, axis, 1 - axis] = 0.3 * level
-        return _affine(x, theta)
-    return op
 
 
 def _brightness(x: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
@@ -167,16 +172,19 @@ def _erase(x: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
     return x.masked_fill(mask[:, None], 0.0)
 
 
-RANDAUGMENT_OPS: dict[str, Callable[[Tensor, Tensor, torch.Generator], Tensor]] = {
-    "translate_x": _translate(0),
-    "translate_y": _translate(1),
-    "rotate": _rotate,
-    "shear_x": _shear(0),
-    "shear_y": _shear(1),
+AFFINE_OPS: dict[str, Callable[[Tensor], Tensor]] = {
+    "translate_x": _theta_translate(0),
+    "translate_y": _theta_translate(1),
+    "rotate": _theta_rotate,
+    "shear_x": _theta_shear(0),
+    "shear_y": _theta_shear(1),
+}
+PIXEL_OPS: dict[str, Callable[[Tensor, Tensor, torch.Generator], Tensor]] = {
     "brightness": _brightness,
     "contrast": _contrast,
     "erase": _erase,
 }
+RANDAUGMENT_OPS = (*AFFINE_OPS, *PIXEL_OPS)
 
 
 class RandAugmentLite:
@@ -184,8 +192,9 @@ class RandAugmentLite:
 
     ``magnitude`` runs 0-10 (RandAugment's scale; 10 = the strongest setting of each op: a quarter of
     the image shifted, 30 degrees, shear 0.3, brightness or contrast x(1 +- 0.9), an erased
-    rectangle of half the sides). Each image draws its own ops and a sign per op. For each of the
-    ``n_ops`` rounds the batch is split by chosen op, and every op runs once on its share.
+    rectangle of half the sides). Each image draws its own ops and a sign per op. Per round, the
+    images that drew a geometric op are resampled together once, and each pixel op runs once on
+    the images that drew it.
     """
 
     def __init__(self, n_ops: int = 2, magnitude: float = 9.0, ops: Sequence[str] | None = None) -> None:
@@ -204,17 +213,28 @@ class RandAugmentLite:
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
         x, single = _as_batch(images, "RandAugmentLite")
-        x = x.clone()
-        b = x.shape[0]
         for _ in range(self.n_ops):
-            choice = torch.randint(0, len(self.ops), (b,), generator=generator)  # (B,)
-            sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
-            level = sign * self.magnitude / 10.0  # (B,)
-            for j, name in enumerate(self.ops):
-                picked = (choice == j).nonzero().squeeze(1)
-                if picked.numel():
-                    x[picked] = RANDAUGMENT_OPS[name](x[picked], level[picked], generator)
+            x = self._round(x, generator)
         return x[0] if single else x
+
+    def _round(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        b = x.shape[0]
+        choice = torch.randint(0, len(self.ops), (b,), generator=generator)  # (B,)
+        sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+        level = sign * self.magnitude / 10.0  # (B,)
+        theta = torch.eye(2, 3).repeat(b, 1, 1)  # (B, 2, 3)
+        geometric = torch.zeros(b, dtype=torch.bool)
+        for j, name in enumerate(self.ops):
+            if name in AFFINE_OPS and bool((picked := choice == j).any()):
+                theta[picked] = AFFINE_OPS[name](level[picked])
+                geometric |= picked
+        x = x.clone()
+        if bool(geometric.any()):
+            x[geometric] = _affine(x[geometric], theta[geometric])
+        for j, name in enumerate(self.ops):
+            if name in PIXEL_OPS and bool((picked := choice == j).any()):
+                x[picked] = PIXEL_OPS[name](x[picked], level[picked], generator)
+        return x
 
     def __repr__(self) -> str:
         return f"RandAugmentLite(n_ops={self.n_ops}, magnitude={self.magnitude}, ops={self.ops})"

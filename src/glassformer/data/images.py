@@ -365,18 +365,21 @@ class ImageClassificationData(Dataset):
         self.augment, self.mix, self.seed = augment, mix, seed
         self.mean, self.std = tuple(mean), tuple(std)
         normalize(torch.zeros(self.images.shape[1], 1, 1), self.mean, self.std)  # check mean/std against C now
+        # (x / 255 - mean) / std as one multiply-add per pixel, for the per-item path
+        channels = self.images.shape[1]
+        self._scale = (1.0 / (255.0 * torch.tensor(self.std).expand(channels))).reshape(-1, 1, 1)  # (C, 1, 1)
+        self._shift = (-torch.tensor(self.mean).expand(channels) / torch.tensor(self.std).expand(channels)).reshape(-1, 1, 1)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "pixel_values": normalize(self.images[index].float() / 255.0, self.mean, self.std),  # (C, H, W)
-            "labels": self.labels[index],
-        }
+        """A plain item ``{"pixel_values": float (C, H, W), "labels"}``; raw for an augmenting set (see the class)."""
         if self.augment is not None or self.mix is not None:
-            item["sample_index"] = int(index)
-        return item
+            # collate re-reads the uint8 pixels of the whole batch; the item only says which sample it is
+            return {"pixel_values": self.images[index], "labels": self.labels[index], "sample_index": int(index)}
+        pixels = torch.addcmul(self._shift, self.images[index].float(), self._scale)  # (C, H, W)
+        return {"pixel_values": pixels, "labels": self.labels[index]}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Tensor]:
         """A batch ``{"pixel_values": (B, C, H, W), "labels": (B,) or (B, n_classes)}``, augmented when set up so."""
