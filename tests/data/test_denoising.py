@@ -84,7 +84,9 @@ def test_permutation_keeps_the_multiset_of_sentences() -> None:
     orders = set()
     for _ in range(50):
         out = permute_sentences(doc, ends, rng)
-        assert sorted(map(tuple, split_sentences(doc, ends))) == sorted(map(tuple, _sentences_of(out, doc, ends)))
+        assert sorted(map(tuple, split_sentences(doc, ends))) == sorted(
+            map(tuple, _sentences_of(out, doc, ends))
+        )
         orders.add(tuple(out))
     assert len(orders) > 5  # it does shuffle
 
@@ -112,7 +114,7 @@ def test_collator_batch_layout_and_seed() -> None:
     lengths = a["attention_mask"].sum(-1)
     for row in range(3):
         ids = a["input_ids"][row]
-        assert ids[0] == 0 and ids[lengths[row] - 1] == 2 and ids[lengths[row]:].eq(1).all()
+        assert ids[0] == 0 and ids[lengths[row] - 1] == 2 and ids[lengths[row] :].eq(1).all()
 
 
 def test_collator_refuses_bad_examples() -> None:

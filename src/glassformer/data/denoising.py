@@ -44,7 +44,9 @@ def split_sentences(tokens: Sequence[int], sentence_end_ids: Collection[int]) ->
     return [s for s in sentences if s]
 
 
-def permute_sentences(tokens: Sequence[int], sentence_end_ids: Collection[int], rng: np.random.Generator) -> list[int]:
+def permute_sentences(
+    tokens: Sequence[int], sentence_end_ids: Collection[int], rng: np.random.Generator
+) -> list[int]:
     """The sentences of ``tokens`` in a random order (the same tokens, each sentence intact)."""
     sentences = split_sentences(tokens, sentence_end_ids)
     order = rng.permutation(len(sentences))
@@ -128,7 +130,9 @@ class DenoisingCollator:
         self.rng = np.random.default_rng(seed)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, *, vocab_size: int | None = None, **kwargs: Any) -> DenoisingCollator:
+    def from_tokenizer(
+        cls, tokenizer: Any, *, vocab_size: int | None = None, **kwargs: Any
+    ) -> DenoisingCollator:
         """Special ids from a glassformer tokenizer (``<mask>`` must be one of its tokens); ``vocab_size``
         (the model's) is checked against the tokenizer's. Sentence ends are its ``.``, ``!`` and ``?``."""
         if vocab_size is not None and tokenizer.vocab_size > vocab_size:
@@ -138,7 +142,9 @@ class DenoisingCollator:
             )
         mask = tokenizer.token_to_id("<mask>")
         if mask is None:
-            raise ValueError("the tokenizer has no '<mask>' token; train it with '<mask>' among its special tokens")
+            raise ValueError(
+                "the tokenizer has no '<mask>' token; train it with '<mask>' among its special tokens"
+            )
         ids: dict[str, Any] = {"mask_token_id": mask, "vocab_size": vocab_size or tokenizer.vocab_size}
         for role in ("pad", "bos", "eos"):
             value = getattr(tokenizer, f"{role}_token_id", None)
@@ -157,7 +163,9 @@ class DenoisingCollator:
                 f"max_seq_len={self.max_seq_len}; split or truncate it first"
             )
         if self.mask_token_id in tokens:
-            raise ValueError(f"example {index} already holds the mask token {self.mask_token_id}; it must be clean text")
+            raise ValueError(
+                f"example {index} already holds the mask token {self.mask_token_id}; it must be clean text"
+            )
         if self.vocab_size is not None and (min(tokens) < 0 or max(tokens) >= self.vocab_size):
             raise ValueError(
                 f"example {index} holds token ids in [{min(tokens)}, {max(tokens)}] outside the vocabulary of "
@@ -166,9 +174,17 @@ class DenoisingCollator:
 
     def noise(self, tokens: Sequence[int]) -> list[int]:
         """One example's corrupted version: sentences permuted, then spans infilled."""
-        permuted = permute_sentences(tokens, self.sentence_end_ids, self.rng) if self.sentence_end_ids else list(tokens)
+        permuted = (
+            permute_sentences(tokens, self.sentence_end_ids, self.rng)
+            if self.sentence_end_ids
+            else list(tokens)
+        )
         return text_infilling(
-            permuted, self.mask_token_id, self.rng, mask_ratio=self.mask_ratio, poisson_lambda=self.poisson_lambda
+            permuted,
+            self.mask_token_id,
+            self.rng,
+            mask_ratio=self.mask_ratio,
+            poisson_lambda=self.poisson_lambda,
         )
 
     def __call__(self, examples: Sequence[Sequence[int]]) -> dict[str, Tensor]:
@@ -184,7 +200,11 @@ class DenoisingCollator:
         input_ids = _pad(sources, self.pad_token_id)  # (B, S)
         lengths = torch.tensor([len(s) for s in sources])
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()  # (B, S)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": _pad(targets, IGNORE_INDEX)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": _pad(targets, IGNORE_INDEX),
+        }
 
 
 def _pad(rows: list[list[int]], value: int) -> Tensor:

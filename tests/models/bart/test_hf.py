@@ -111,8 +111,12 @@ def test_greedy_matches_transformers(pair) -> None:
     src, mask = _sources()
     stop = _stop_token(ours, src, mask)
     ref = _hf_generate(hf, src, mask, stop)
-    assert ref.sequences[:, 0].eq(EOS).all() and ref.sequences[:, 1].eq(BOS).all()  # BART's start and forced <s>
-    out = generate(ours, src, mask, max_new_tokens=MAX_NEW, stop_token_ids=(stop,), pad_token_id=PAD, cpu_kernels=False)
+    assert (
+        ref.sequences[:, 0].eq(EOS).all() and ref.sequences[:, 1].eq(BOS).all()
+    )  # BART's start and forced <s>
+    out = generate(
+        ours, src, mask, max_new_tokens=MAX_NEW, stop_token_ids=(stop,), pad_token_id=PAD, cpu_kernels=False
+    )
     fill = {PAD, stop}
     assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
     assert "stop_token" in out.finish_reasons
@@ -140,7 +144,10 @@ def test_exports_load_both_ways(pair, tmp_path: Path) -> None:
         tmp_path / "ours", attn_implementation="eager", output_loading_info=True
     )
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    assert again.generation_config.forced_bos_token_id == BOS and again.generation_config.decoder_start_token_id == EOS
+    assert (
+        again.generation_config.forced_bos_token_id == BOS
+        and again.generation_config.decoder_start_token_id == EOS
+    )
     torch.testing.assert_close(again.final_logits_bias, ours.final_logits_bias)  # a non-zero bias travels
     hf.save_pretrained(tmp_path / "hf")
     back = load_model(tmp_path / "hf")

@@ -32,7 +32,10 @@ def test_cached_decoding_equals_recomputation(model: Bart, strategy: str) -> Non
     kwargs = dict(strategy=strategy, max_new_tokens=10, cpu_kernels=False, output_logits=True)
     if strategy == "beam":
         kwargs.update(num_beams=3, length_penalty=0.7)
-    runs = {c: generate(model, b["input_ids"], b["attention_mask"], cache=c, **kwargs) for c in ("none", "static", "dynamic")}
+    runs = {
+        c: generate(model, b["input_ids"], b["attention_mask"], cache=c, **kwargs)
+        for c in ("none", "static", "dynamic")
+    }
     for kind in ("static", "dynamic"):
         assert runs[kind].tokens == runs["none"].tokens, kind
         if strategy == "greedy":

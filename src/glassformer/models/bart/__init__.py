@@ -21,7 +21,9 @@ from glassformer.registry import Family, Format
 __all__ = ["FAMILY", "Bart", "BartConfig", "example_batch", "shift_tokens_right"]
 
 
-def example_batch(config: BartConfig, batch_size: int = 2, src_len: int = 7, tgt_len: int = 6) -> dict[str, Tensor]:
+def example_batch(
+    config: BartConfig, batch_size: int = 2, src_len: int = 7, tgt_len: int = 6
+) -> dict[str, Tensor]:
     """A small random batch as the denoising collator makes it: ``<s> ... </s>`` sources (the last row
     right-padded), labels ending in ``</s>`` (-100 after a shorter row's end) and the shifted decoder inputs."""
     g = torch.Generator().manual_seed(0)
@@ -37,7 +39,12 @@ def example_batch(config: BartConfig, batch_size: int = 2, src_len: int = 7, tgt
         src[-1, -4] = config.eos_token_id
         labels[-1, -2], labels[-1, -1] = config.eos_token_id, IGNORE_INDEX
     decoder_input_ids = shift_tokens_right(labels, config.decoder_start_token_id, config.pad_token_id)
-    return {"input_ids": src, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids, "labels": labels}
+    return {
+        "input_ids": src,
+        "attention_mask": attention_mask,
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels,
+    }
 
 
 FAMILY = Family(
@@ -45,18 +52,26 @@ FAMILY = Family(
     model=Bart,
     config=BartConfig,
     presets={
-        "bart-base": (_cfg.bart_base, "BART base (Lewis et al. 2019): 6+6 post-norm layers, 768 wide, 12 heads, 50k BPE"),
+        "bart-base": (
+            _cfg.bart_base,
+            "BART base (Lewis et al. 2019): 6+6 post-norm layers, 768 wide, 12 heads, 50k BPE",
+        ),
         "bart-large": (_cfg.bart_large, "BART large: 12+12 post-norm layers, 1024 wide, 16 heads, 50k BPE"),
         "bart-multi30k": (
-            _cfg.bart_multi30k, "small BART for Multi30k: 3+3 layers, 256 wide, 4 heads, 8k joint BPE, ~7.6M params",
+            _cfg.bart_multi30k,
+            "small BART for Multi30k: 3+3 layers, 256 wide, 4 heads, 8k joint BPE, ~7.6M params",
         ),
     },
     tiny=_cfg.tiny,
     example_batch=example_batch,
     formats=(
-        Format("huggingface", load="glassformer.models.bart.hf:from_pretrained",
-               save="glassformer.models.bart.hf:save_pretrained",
-               exports="glassformer.models.bart.hf:architecture", model_types=("bart",)),
+        Format(
+            "huggingface",
+            load="glassformer.models.bart.hf:from_pretrained",
+            save="glassformer.models.bart.hf:save_pretrained",
+            exports="glassformer.models.bart.hf:architecture",
+            model_types=("bart",),
+        ),
     ),  # fmt: skip
     generation="encoder-decoder",
 )

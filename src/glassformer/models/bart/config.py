@@ -47,7 +47,15 @@ class BartConfig(ConfigMixin):
     attn_backend: Backend = "sdpa"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "n_layers", "n_decoder_layers", "n_heads", "ffn_dim", "max_seq_len"):
+        for name in (
+            "vocab_size",
+            "dim",
+            "n_layers",
+            "n_decoder_layers",
+            "n_heads",
+            "ffn_dim",
+            "max_seq_len",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"BartConfig.{name} must be a positive integer, got {value!r}")
@@ -58,8 +66,16 @@ class BartConfig(ConfigMixin):
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"BartConfig.{name} must be in [0, 1), got {value!r}")
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"BartConfig.activation={self.activation!r}: must be one of {list(ACTIVATIONS)}")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "forced_bos_token_id"):
+            raise ConfigError(
+                f"BartConfig.activation={self.activation!r}: must be one of {list(ACTIVATIONS)}"
+            )
+        for name in (
+            "pad_token_id",
+            "bos_token_id",
+            "eos_token_id",
+            "decoder_start_token_id",
+            "forced_bos_token_id",
+        ):
             value = getattr(self, name)
             if value is None and name == "forced_bos_token_id":
                 continue
@@ -68,7 +84,9 @@ class BartConfig(ConfigMixin):
                     f"BartConfig.{name}={value!r} is not a token id of the vocabulary (vocab_size={self.vocab_size})"
                 )
         if self.attn_backend not in BACKENDS:
-            raise ConfigError(f"BartConfig.attn_backend={self.attn_backend!r}: must be one of {list(BACKENDS)}")
+            raise ConfigError(
+                f"BartConfig.attn_backend={self.attn_backend!r}: must be one of {list(BACKENDS)}"
+            )
 
 
 def bart_base() -> BartConfig:

@@ -46,7 +46,12 @@ ARCHITECTURE = "BartForConditionalGeneration"
 SHARED_KEY = "model.shared.weight"
 TIED_KEYS = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
 ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
-ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+ACTIVATIONS_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+}
 
 # HF key -> our key, outside the layers.
 TOP_KEYS: dict[str, str] = {
@@ -60,8 +65,15 @@ TOP_KEYS: dict[str, str] = {
     "model.decoder.layernorm_embedding.bias": "decoder_embed_norm.bias",
 }
 _PROJECTIONS = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "out_proj": "o_proj"}
-ATTENTION_KEYS: dict[str, str] = {f"{hf}.{p}": f"{ours}.{p}" for hf, ours in _PROJECTIONS.items() for p in ("weight", "bias")}
-_NORMS = {"self_attn_layer_norm": "attn_norm", "final_layer_norm": "ffn_norm", "fc1": "ffn.up", "fc2": "ffn.down"}
+ATTENTION_KEYS: dict[str, str] = {
+    f"{hf}.{p}": f"{ours}.{p}" for hf, ours in _PROJECTIONS.items() for p in ("weight", "bias")
+}
+_NORMS = {
+    "self_attn_layer_norm": "attn_norm",
+    "final_layer_norm": "ffn_norm",
+    "fc1": "ffn.up",
+    "fc2": "ffn.down",
+}
 LAYER_KEYS: dict[str, str] = {
     **{f"self_attn.{k}": f"attn.{v}" for k, v in ATTENTION_KEYS.items()},
     **{f"{hf}.{p}": f"{ours}.{p}" for hf, ours in _NORMS.items() for p in ("weight", "bias")},
@@ -75,7 +87,10 @@ LAYER_CROSS_KEYS: dict[str, str] = {
 def key_map(config: BartConfig) -> dict[str, str]:
     """Every HF key of a ``BartForConditionalGeneration`` of this shape -> our key (tied copies left out)."""
     table = dict(TOP_KEYS)
-    for side, n, extra in (("encoder", config.n_layers, {}), ("decoder", config.n_decoder_layers, LAYER_CROSS_KEYS)):
+    for side, n, extra in (
+        ("encoder", config.n_layers, {}),
+        ("decoder", config.n_decoder_layers, LAYER_CROSS_KEYS),
+    ):
         for i in range(n):
             for hf, ours in {**LAYER_KEYS, **extra}.items():
                 table[f"model.{side}.layers.{i}.{hf}"] = f"{side}.layers.{i}.{ours}"
@@ -90,19 +105,29 @@ def _same_for_both_stacks(hf: Mapping[str, Any]) -> None:
             raise ValueError(f"{a}={hf[a]} != {b}={hf[b]}: glassformer's BART has one {ours} for both stacks")
 
 
-def config_from_hf(hf: Mapping[str, Any], generation: Mapping[str, Any] | None = None, **overrides: Any) -> BartConfig:
+def config_from_hf(
+    hf: Mapping[str, Any], generation: Mapping[str, Any] | None = None, **overrides: Any
+) -> BartConfig:
     """Our config from a Hugging Face ``BartConfig`` dict (and ``generation_config.json``'s); ``overrides`` win."""
     if hf.get("model_type", "bart") != "bart":
         raise ValueError(f"config.json has model_type={hf['model_type']!r}; the bart family reads 'bart'")
-    missing = [k for k in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads") if k not in hf]
+    missing = [
+        k
+        for k in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads")
+        if k not in hf
+    ]
     if missing:
         raise ValueError(f"the BART config.json has no {', '.join(missing)}; is it a BartConfig?")
     _same_for_both_stacks(hf)
     act = hf.get("activation_function", "gelu")
     if act not in ACTIVATIONS_FROM_HF:
-        raise ValueError(f"activation_function={act!r} has no glassformer equivalent; BART here takes {list(ACTIVATIONS_FROM_HF)}")
+        raise ValueError(
+            f"activation_function={act!r} has no glassformer equivalent; BART here takes {list(ACTIVATIONS_FROM_HF)}"
+        )
     if not hf.get("tie_word_embeddings", True):
-        raise ValueError("tie_word_embeddings=False has no glassformer equivalent: our BART ties the head to the embedding")
+        raise ValueError(
+            "tie_word_embeddings=False has no glassformer equivalent: our BART ties the head to the embedding"
+        )
     gen = {**hf, **(generation or {})}  # generation_config.json's decoding settings win
     fields: dict[str, Any] = dict(
         vocab_size=hf["vocab_size"], dim=hf["d_model"], n_layers=hf["encoder_layers"], n_decoder_layers=hf["decoder_layers"],
@@ -142,7 +167,9 @@ def _shared_embedding(full: dict[str, Tensor]) -> None:
     first = full[present[0]]
     for key in present[1:]:
         if not torch.equal(full[key], first):
-            raise WeightsError(f"{key} differs from {present[0]}: glassformer's BART ties them into one matrix")
+            raise WeightsError(
+                f"{key} differs from {present[0]}: glassformer's BART ties them into one matrix"
+            )
     for key in TIED_KEYS:
         full.pop(key, None)
     full[SHARED_KEY] = first

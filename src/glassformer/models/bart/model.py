@@ -50,7 +50,9 @@ def _check_ids(ids: Tensor, config: BartConfig, name: str, past: int = 0) -> Non
     """Shape, dtype, vocabulary and length of token ids, each failure naming the fix."""
     if not isinstance(ids, Tensor) or ids.dim() != 2:
         shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
-        raise ValueError(f"{name} must be (batch, seq_len) token ids, got {shape}; add a batch dimension with ids[None]")
+        raise ValueError(
+            f"{name} must be (batch, seq_len) token ids, got {shape}; add a batch dimension with ids[None]"
+        )
     if ids.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
     if ids.shape[1] == 0 and past == 0:
@@ -120,7 +122,9 @@ class Bart(ModelBase):
 
     # -- embeddings ----------------------------------------------------------------------------
 
-    def _embed(self, ids: Tensor, positions: LearnedPositionalEmbedding, norm: LayerNorm, past: int = 0) -> Tensor:
+    def _embed(
+        self, ids: Tensor, positions: LearnedPositionalEmbedding, norm: LayerNorm, past: int = 0
+    ) -> Tensor:
         """``(B, T)`` ids -> ``(B, T, C)``: token (scaled) + position ``p + 2``, LayerNorm, dropout."""
         pos = torch.arange(past, past + ids.shape[1], device=ids.device) + POSITION_OFFSET  # (T,)
         x = self.embed_tokens(ids) * self.embed_scale + positions(pos)  # (B, T, C)
@@ -128,7 +132,9 @@ class Bart(ModelBase):
 
     # -- the two stacks ------------------------------------------------------------------------
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, return_weights: bool = False) -> StackOutput:
+    def encode(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, return_weights: bool = False
+    ) -> StackOutput:
         """Source ids ``(B, S)`` (right-padded) -> encoder states ``(B, S, C)`` (``.hidden``)."""
         _check_ids(input_ids, self.config, "input_ids")
         mask = _key_mask(attention_mask, tuple(input_ids.shape), "attention_mask")
@@ -190,11 +196,19 @@ class Bart(ModelBase):
         c = self.config
         if decoder_input_ids is None:
             if labels is None:
-                raise ValueError("pass labels (the target tokens) or decoder_input_ids: the decoder needs input")
+                raise ValueError(
+                    "pass labels (the target tokens) or decoder_input_ids: the decoder needs input"
+                )
             _check_ids(labels.masked_fill(labels == IGNORE_INDEX, c.pad_token_id), c, "labels")
             decoder_input_ids = shift_tokens_right(labels, c.decoder_start_token_id, c.pad_token_id)
         enc = self.encode(input_ids, attention_mask)
-        dec = self.decode(decoder_input_ids, enc.hidden, attention_mask, decoder_attention_mask, return_weights=return_weights)
+        dec = self.decode(
+            decoder_input_ids,
+            enc.hidden,
+            attention_mask,
+            decoder_attention_mask,
+            return_weights=return_weights,
+        )
         logits = self.logits(dec.hidden)  # (B, T, V)
         loss, metrics = None, {}
         if labels is not None:
@@ -214,7 +228,9 @@ class Bart(ModelBase):
         ``metrics["nll"]`` is the unsmoothed one, ``metrics["accuracy"]`` the arg-max hit rate."""
         flat = logits.float().reshape(-1, logits.shape[-1])  # (B*T, V)
         gold = labels.reshape(-1)
-        loss = F.cross_entropy(flat, gold, ignore_index=IGNORE_INDEX, label_smoothing=self.config.label_smoothing)
+        loss = F.cross_entropy(
+            flat, gold, ignore_index=IGNORE_INDEX, label_smoothing=self.config.label_smoothing
+        )
         valid = gold != IGNORE_INDEX
         n = valid.sum().clamp(min=1)
         nll = F.cross_entropy(flat, gold, ignore_index=IGNORE_INDEX, reduction="sum") / n
@@ -249,7 +265,13 @@ class Bart(ModelBase):
         c = self.config
         length = c.max_seq_len if max_len is None else max_len
         return EncoderDecoderCache.empty(
-            kind, c.n_decoder_layers, batch_size, c.n_heads, length, c.dim // c.n_heads, like=self.embed_tokens.weight
+            kind,
+            c.n_decoder_layers,
+            batch_size,
+            c.n_heads,
+            length,
+            c.dim // c.n_heads,
+            like=self.embed_tokens.weight,
         )
 
     def encode_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
