@@ -315,3 +315,14 @@ def test_attention_verb_writes_the_overlays(fashion_folder, tmp_path, capsys):
         assert (out / name).is_file() and str(out / name) in printed
     assert main(["attention", str(fashion_folder), str(image), "--out", str(out), "--layer", "5"]) == 2
     assert "layer=5 is out of range" in capsys.readouterr().err
+
+
+def test_fashion_test_grid_draws_one_row_per_class(fashion_folder, tmp_path):
+    from glassformer.data.images import FASHION_MNIST_DIR
+    from glassformer.viz.vit import fashion_test_grid
+
+    if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST is not installed: run `make fashion-mnist`")
+    png = fashion_test_grid(fashion_folder, tmp_path / "grid.png", per_class=1)
+    width, height = _png_size(png)
+    assert height > 4 * width  # ten class rows of one image

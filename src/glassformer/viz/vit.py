@@ -513,3 +513,18 @@ def attention_pictures(checkpoint: str | os.PathLike[str], image: str | os.PathL
     rollout = plot_rollout_overlay(batch, attentions, out / f"{path.stem}_rollout.png", n_prefix=n_prefix,
                                    title=title)
     return [heads, rollout], notes
+
+
+def fashion_test_grid(checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *,
+                      per_class: int = 3) -> Path:
+    """The per-class rollout grid (:func:`plot_class_grid`) of a Fashion-MNIST checkpoint on the test set."""
+    from glassformer.data.images import load_fashion_mnist, normalize
+
+    model = open_vit(checkpoint)
+    images, labels = load_fashion_mnist("test")  # a clear error naming `make fashion-mnist` when absent
+    chosen = pick_per_class(labels, per_class)
+    c = model.config.in_channels
+    batch = [_fit_size(images[i][None].expand(c, -1, -1), model.config, f"test image {i}", []) for i in chosen]
+    pixels = normalize(torch.stack(batch).float() / 255.0, *image_stats(checkpoint, c))  # (N, C, H, W)
+    return plot_class_grid(model, pixels, labels[chosen], path, class_names=model.config.label_names,
+                           per_class=per_class)
