@@ -1,7 +1,7 @@
 """BART (Lewis et al. 2019): a denoising encoder-decoder with learned positions and post-norm blocks.
 
 ``FAMILY`` declares the presets (``bart-base`` and ``bart-large``, the released models' shapes,
-and ``bart-multi30k``, a ~7.6M-parameter model for the Multi30k experiment, each with a ``-tiny``
+and ``bart-multi30k``, a ~7.7M-parameter model for the Multi30k experiment, each with a ``-tiny``
 twin) and that ``generate`` drives BART as an encoder-decoder. ``hf.py`` reads and writes
 transformers' ``BartForConditionalGeneration`` layout; the denoising objective (text infilling,
 sentence permutation) is ``glassformer.data.denoising``.
@@ -59,7 +59,7 @@ FAMILY = Family(
         "bart-large": (_cfg.bart_large, "BART large: 12+12 post-norm layers, 1024 wide, 16 heads, 50k BPE"),
         "bart-multi30k": (
             _cfg.bart_multi30k,
-            "small BART for Multi30k: 3+3 layers, 256 wide, 4 heads, 8k joint BPE, ~7.6M params",
+            "small BART for Multi30k: 3+3 layers, 256 wide, 4 heads, 8k joint BPE, ~7.7M params",
         ),
     },
     tiny=_cfg.tiny,
