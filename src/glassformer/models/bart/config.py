@@ -100,7 +100,7 @@ def bart_large() -> BartConfig:
 
 
 def bart_multi30k() -> BartConfig:
-    """A small BART for Multi30k (en+de joint BPE of 8,000 tokens): 3+3 layers, 256 wide, ~7.7M parameters (as transformers counts it).
+    """A small BART for Multi30k (en+de joint BPE of 8,000 tokens): 3+3 layers, 256 wide, ~7.7M parameters.
 
     Special ids as BART's: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2 (the denoising mask token is the
     tokenizer's ``<mask>``). Heavier dropout and label smoothing suit 29,000 sentence pairs.
