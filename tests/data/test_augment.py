@@ -152,3 +152,13 @@ def test_mixers_accept_soft_labels_and_random_mix_can_pass_through() -> None:
     torch.testing.assert_close(twice.sum(1), torch.ones(6))
     images, labels = RandomMix(4, prob=0.0)(x, y, gen(0))
     assert torch.equal(images, x) and torch.equal(labels, soft_labels(y, 4))
+
+
+def test_our_affine_grid_equals_torch_affine_grid() -> None:
+    from glassformer.data.augment import _affine
+
+    theta = torch.randn(5, 2, 3, generator=gen(0))
+    x = torch.rand(5, 2, 9, 7, generator=gen(1))
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(_affine(x, theta), ref, atol=1e-5, rtol=0)
