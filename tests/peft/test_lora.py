@@ -12,8 +12,18 @@ from torch import nn
 
 from glassformer import registry
 from glassformer.peft import (
-    LoraConfig, LoraError, LoraLinear, inject_lora, load_adapter, lora_layers, lora_state_dict, merge_lora,
-    parse_lora_spec, save_adapter, set_merged, trainable_parameters,
+    LoraConfig,
+    LoraError,
+    LoraLinear,
+    inject_lora,
+    load_adapter,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    parse_lora_spec,
+    save_adapter,
+    set_merged,
+    trainable_parameters,
 )
 
 
@@ -127,7 +137,9 @@ def test_adapter_round_trip_keeps_head_trainable(tmp_path: Path) -> None:
     again = load_adapter(_bert(), tmp_path / "a")
     with torch.no_grad():
         torch.testing.assert_close(again(**_batch()).logits, want)
-    assert again.classifier.weight.requires_grad and not again.encoder.layers[0].attn.k_proj.weight.requires_grad
+    assert (
+        again.classifier.weight.requires_grad and not again.encoder.layers[0].attn.k_proj.weight.requires_grad
+    )
     assert set(lora_state_dict(again)) == set(lora_state_dict(model))
 
 
@@ -158,7 +170,9 @@ def test_adapter_for_another_base_is_refused_naming_both(tmp_path: Path) -> None
     model = inject_lora(_bert(), LoraConfig(r=2))
     save_adapter(model, tmp_path / "a", base_name="bert-mini-tiny")
     other = registry.build("bert-mini-tiny", head="sequence", num_labels=5)
-    with pytest.raises(LoraError, match=r"trained on bert-mini-tiny .*config [0-9a-f]{16}\).*not on this model \(my-5-label"):
+    with pytest.raises(
+        LoraError, match=r"trained on bert-mini-tiny .*config [0-9a-f]{16}\).*not on this model \(my-5-label"
+    ):
         load_adapter(other, tmp_path / "a", base_name="my-5-label")
     (tmp_path / "a" / "glassformer_adapter.json").unlink()  # as peft writes it: the base's name only
     with pytest.raises(LoraError, match="trained on 'bert-mini-tiny', not on 'gpt2'"):
@@ -180,3 +194,41 @@ def test_bad_configs_and_specs() -> None:
                          ("r8", "is not KEY=VALUE"), ("r=4,r=8", "given twice")):  # fmt: skip
         with pytest.raises(LoraError, match=message):
             parse_lora_spec(bad)
+
+
+class _DequantizingLinear(nn.Module):
+    """The duck type a quantized layer offers: sizes and a ``weight`` that is computed, not stored."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("codes", (linear.weight.detach() * 64).round().to(torch.int8))
+        self.reads = 0
+
+    @property
+    def weight(self) -> torch.Tensor:
+        self.reads += 1
+        return self.codes.float() / 64
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T
+
+
+def test_lora_over_a_quantized_base_trains_and_refuses_to_merge() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    model[0] = _DequantizingLinear(model[0])
+    inject_lora(model, LoraConfig(r=2, target=("0",)))
+    layer = model[0]
+    assert isinstance(layer, LoraLinear) and layer.base.reads == 1  # finding targets reads no weight
+    nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(
+        model(x), torch.relu(layer.base(x) + layer.scaling * x @ layer.delta_weight().T / layer.scaling)
+    )
+    model(x).sum().backward()
+    assert layer.lora_A.weight.grad is not None
+    with pytest.raises(
+        LoraError, match="cannot merge into a _DequantizingLinear.*keeps its adapter unmerged"
+    ):
+        layer.merge()

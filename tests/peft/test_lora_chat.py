@@ -32,7 +32,9 @@ def test_chat_with_adapter_equals_chat_with_the_merged_model(tmp_path: Path, mon
     save_adapter(tuned, tmp_path / "adapter")
     merge_lora(tuned).save(tmp_path / "merged")
     tokenizer.save(tmp_path / "merged")
-    with_adapter = _transcript(monkeypatch, capsys, str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter"))
+    with_adapter = _transcript(
+        monkeypatch, capsys, str(tmp_path / "base"), "--adapter", str(tmp_path / "adapter")
+    )
     assert with_adapter == _transcript(monkeypatch, capsys, str(tmp_path / "merged"))
     assert with_adapter != _transcript(monkeypatch, capsys, str(tmp_path / "base"))
     assert main(["chat", str(tmp_path / "base"), "--adapter", str(tmp_path / "nowhere")]) == 2

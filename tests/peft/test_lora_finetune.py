@@ -76,6 +76,8 @@ def test_lora_finetune_learns_and_saves_adapter_with_head(run: tuple[Path, Path,
 
 
 def test_bad_lora_spec_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["finetune", "bert", "--from", str(tmp_path), "--train", str(tmp_path / "x.csv"), "--lora", "rank=8"])
+    code = main(
+        ["finetune", "bert", "--from", str(tmp_path), "--train", str(tmp_path / "x.csv"), "--lora", "rank=8"]
+    )
     assert code == 2
     assert "unknown key 'rank'" in capsys.readouterr().err

@@ -17,7 +17,15 @@ transformers = pytest.importorskip("transformers")
 
 from glassformer.models.bert.hf import from_pretrained as bert_from_hf  # noqa: E402
 from glassformer.models.gpt.hf import from_pretrained as gpt_from_hf  # noqa: E402
-from glassformer.peft import LoraConfig, inject_lora, load_adapter, lora_layers, save_adapter  # noqa: E402
+from glassformer.peft import (  # noqa: E402
+    LoraConfig,
+    LoraLinear,
+    inject_lora,
+    load_adapter,
+    lora_layers,
+    save_adapter,
+    trainable_parameters,
+)
 
 BERT = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
             max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
@@ -82,6 +90,7 @@ def test_bert_classifier_matches_peft_and_head_is_saved_and_trainable(tmp_path: 
         got = ours(**batch).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert trainable_parameters(ours).trainable == pm.get_nb_trainable_parameters()[0]
     assert {"classifier.weight", "classifier.bias"} <= trainable
     assert all("lora_" in n or n.startswith("classifier.") for n in trainable)
     # our file back into peft on a fresh transformers model: the head comes back too
@@ -113,7 +122,9 @@ def _llama_pair(tmp_path: Path, *, rslora: bool) -> tuple[torch.nn.Module, torch
     with torch.no_grad():  # the same A/B copied by name, not through files: the math alone
         for name, layer in lora_layers(ours):
             i = name.split(".")[2]
-            hf_name = {"q_proj": "self_attn.q_proj", "v_proj": "self_attn.v_proj", "down": "mlp.down_proj"}[name.rsplit(".", 1)[1]]
+            hf_name = {"q_proj": "self_attn.q_proj", "v_proj": "self_attn.v_proj", "down": "mlp.down_proj"}[
+                name.rsplit(".", 1)[1]
+            ]
             stem = f"base_model.model.model.layers.{i}.{hf_name}"
             layer.lora_A.weight.copy_(theirs[f"{stem}.lora_A.default.weight"])
             layer.lora_B.weight.copy_(theirs[f"{stem}.lora_B.default.weight"])
@@ -141,3 +152,18 @@ def test_llama_adapters_cross_both_ways(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(mine(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["kaiming", "gaussian"])
+def test_initialisation_is_peft_s(init: str) -> None:
+    """B starts at zero and A is drawn as peft draws it: from the same seed, the same numbers."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(64, 48))
+    kind = True if init == "kaiming" else "gaussian"
+    theirs = peft.get_peft_model(base, peft.LoraConfig(r=8, target_modules=["0"], init_lora_weights=kind))
+    torch.manual_seed(0)
+    ours = LoraLinear(torch.nn.Linear(64, 48), r=8, alpha=8, init=init)
+    assert not ours.lora_B.weight.any()
+    torch.testing.assert_close(
+        ours.lora_A.weight, theirs.base_model.model[0].lora_A["default"].weight, rtol=0, atol=0
+    )

@@ -10,12 +10,36 @@ from __future__ import annotations
 
 from glassformer.peft.io import base_fingerprint, load_adapter, save_adapter
 from glassformer.peft.lora import (
-    LoraConfig, LoraError, LoraLinear, TrainableCount, find_targets, inject_lora, linear_layers, lora_layers,
-    lora_state_dict, merge_lora, parse_lora_spec, set_merged, trainable_parameters,
+    LoraConfig,
+    LoraError,
+    LoraLinear,
+    TrainableCount,
+    find_targets,
+    inject_lora,
+    linear_layers,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    parse_lora_spec,
+    set_merged,
+    trainable_parameters,
 )
 
 __all__ = [
-    "LoraConfig", "LoraError", "LoraLinear", "TrainableCount", "base_fingerprint", "find_targets", "inject_lora",
-    "linear_layers", "load_adapter", "lora_layers", "lora_state_dict", "merge_lora", "parse_lora_spec",
-    "save_adapter", "set_merged", "trainable_parameters",
+    "LoraConfig",
+    "LoraError",
+    "LoraLinear",
+    "TrainableCount",
+    "base_fingerprint",
+    "find_targets",
+    "inject_lora",
+    "linear_layers",
+    "load_adapter",
+    "lora_layers",
+    "lora_state_dict",
+    "merge_lora",
+    "parse_lora_spec",
+    "save_adapter",
+    "set_merged",
+    "trainable_parameters",
 ]

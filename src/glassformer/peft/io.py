@@ -113,7 +113,9 @@ def _peft_config(model: nn.Module, names: dict[str, str], base_name: str | None)
     }  # fmt: skip
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike[str], *, base_name: str | None = None) -> Path:
+def save_adapter(
+    model: nn.Module, directory: str | os.PathLike[str], *, base_name: str | None = None
+) -> Path:
     """Write the adapter (LoRA matrices + saved modules) in peft's format; ``base_name`` is the base's
     hub id or folder, recorded as peft's ``base_model_name_or_path``. Returns the folder."""
     if not any(True for _ in lora_layers(model)) or not hasattr(model, "lora_config"):
@@ -167,7 +169,9 @@ def _check_supported(folder: Path, adapter: dict[str, Any]) -> None:
     for field, off in UNSUPPORTED:
         value = adapter.get(field, off)
         if value is not None and value != off:
-            raise LoraError(f"{folder}: {ADAPTER_CONFIG} sets {field}={adapter[field]!r}, which glassformer's LoRA does not compute")
+            raise LoraError(
+                f"{folder}: {ADAPTER_CONFIG} sets {field}={adapter[field]!r}, which glassformer's LoRA does not compute"
+            )
 
 
 def _group(folder: Path, tensors: dict[str, Tensor], hf_to_ours: dict[str, str]) -> tuple[dict, dict]:
@@ -213,11 +217,15 @@ def _fill_saved(folder: Path, model: nn.Module, saved: dict[str, Tensor]) -> Non
     for name, tensor in saved.items():
         if name not in params or params[name].shape != tensor.shape:
             found = tuple(params[name].shape) if name in params else "no such parameter"
-            raise LoraError(f"{folder}: saved module tensor {name} {tuple(tensor.shape)} does not fit ({found})")
+            raise LoraError(
+                f"{folder}: saved module tensor {name} {tuple(tensor.shape)} does not fit ({found})"
+            )
         params[name].data.copy_(tensor.to(params[name].dtype))
 
 
-def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, base_name: str | None = None) -> nn.Module:
+def load_adapter(
+    model: nn.Module, directory: str | os.PathLike[str], *, base_name: str | None = None
+) -> nn.Module:
     """Inject and fill the adapter in ``directory`` (ours or peft's) into a model without one; returns it.
 
     The adapter's layers and saved modules become trainable, as after :func:`inject_lora`, so
@@ -227,7 +235,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, base_na
     folder = Path(directory)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (folder / name).is_file():
-            raise LoraError(f"{folder}: no {name}; an adapter folder holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+            raise LoraError(
+                f"{folder}: no {name}; an adapter folder holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
+            )
     adapter = _read_json(folder / ADAPTER_CONFIG)
     _check_supported(folder, adapter)
     _check_base(folder, adapter, model, base_name)
@@ -237,7 +247,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], *, base_na
         raise LoraError(f"{folder}: {ADAPTER_WEIGHTS} holds no lora_A/lora_B tensors")
     ranks = {pair["A"].shape[0] for pair in layers.values() if "A" in pair}
     if len(ranks) != 1:
-        raise LoraError(f"{folder}: layers of different ranks {sorted(ranks)}; one rank per adapter is supported")
+        raise LoraError(
+            f"{folder}: layers of different ranks {sorted(ranks)}; one rank per adapter is supported"
+        )
     saved_modules = tuple(sorted({n.rpartition(".")[0] for n in saved}))
     init = "gaussian" if adapter.get("init_lora_weights") == "gaussian" else "kaiming"
     config = LoraConfig(

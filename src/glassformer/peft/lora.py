@@ -63,7 +63,9 @@ class LoraConfig:
             saved = (self.modules_to_save,) if isinstance(self.modules_to_save, str) else self.modules_to_save
             object.__setattr__(self, "modules_to_save", tuple(saved))
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise LoraError(f"LoraConfig.r={self.r!r}: the rank must be a positive integer (8 is a common start)")
+            raise LoraError(
+                f"LoraConfig.r={self.r!r}: the rank must be a positive integer (8 is a common start)"
+            )
         if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
             raise LoraError(f"LoraConfig.alpha={self.alpha!r}: must be a positive number (often 2 * r)")
         if not 0.0 <= self.dropout < 1.0:
@@ -75,13 +77,19 @@ class LoraConfig:
     def _check_target(self) -> None:
         if isinstance(self.target, str):
             if not self.target:
-                raise LoraError("LoraConfig.target is empty: give layer names like ('q_proj', 'v_proj') or 'all-linear'")
+                raise LoraError(
+                    "LoraConfig.target is empty: give layer names like ('q_proj', 'v_proj') or 'all-linear'"
+                )
             try:
                 re.compile(self.target)
             except re.error as err:
-                raise LoraError(f"LoraConfig.target={self.target!r} is not a valid regular expression: {err}") from None
+                raise LoraError(
+                    f"LoraConfig.target={self.target!r} is not a valid regular expression: {err}"
+                ) from None
         elif not self.target or not all(isinstance(t, str) and t for t in self.target):
-            raise LoraError(f"LoraConfig.target={self.target!r}: expected non-empty layer names, a regex or 'all-linear'")
+            raise LoraError(
+                f"LoraConfig.target={self.target!r}: expected non-empty layer names, a regex or 'all-linear'"
+            )
 
     @property
     def scaling(self) -> float:
@@ -99,10 +107,14 @@ def lora_scaling(alpha: float, r: int, use_rslora: bool) -> float:
 
 def is_linear(module: nn.Module) -> bool:
     """Whether a module can carry LoRA: duck-typed, so a quantized linear layer qualifies too."""
+    # looked up without reading ``weight``: on a quantized layer that would dequantize it
+    has_weight = module._parameters.get("weight") is not None or isinstance(
+        getattr(type(module), "weight", None), property
+    )
     return (
         not isinstance(module, LoraLinear)
+        and has_weight
         and all(hasattr(module, a) for a in ("in_features", "out_features"))
-        and getattr(module, "weight", None) is not None
     )
 
 
@@ -114,11 +126,20 @@ class LoraLinear(nn.Module):
     again would not: ``(w + d) - d`` rounds). :func:`merge_lora` folds for good and frees both.
     """
 
-    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 use_rslora: bool = False, init: Init = "kaiming") -> None:
+    def __init__(
+        self,
+        base: nn.Module,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        init: Init = "kaiming",
+    ) -> None:
         super().__init__()
         if not is_linear(base):
-            raise LoraError(f"{type(base).__name__} is not a linear layer (needs in_features, out_features, weight)")
+            raise LoraError(
+                f"{type(base).__name__} is not a linear layer (needs in_features, out_features, weight)"
+            )
         self.in_features, self.out_features = int(base.in_features), int(base.out_features)
         if r > min(self.in_features, self.out_features):
             raise LoraError(
@@ -128,8 +149,9 @@ class LoraLinear(nn.Module):
         self.base = base
         self.r, self.alpha, self.use_rslora = r, float(alpha), use_rslora
         self.scaling = lora_scaling(alpha, r, use_rslora)
-        dtype = base.weight.dtype if base.weight.dtype.is_floating_point else torch.float32
-        device = base.weight.device
+        weight = base.weight  # read once (a quantized base dequantizes on each read)
+        dtype = weight.dtype if weight.dtype.is_floating_point else torch.float32
+        device = weight.device
         self.lora_A = nn.Linear(self.in_features, r, bias=False, device=device, dtype=dtype)
         self.lora_B = nn.Linear(r, self.out_features, bias=False, device=device, dtype=dtype)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -420,7 +442,9 @@ def parse_lora_spec(spec: str) -> LoraConfig:
         if not eq or not text.strip():
             raise LoraError(f"--lora: {item!r} is not KEY=VALUE (e.g. r=8,alpha=16,target=q_proj|v_proj)")
         if key not in SPEC_KEYS:
-            raise LoraError(f"--lora: unknown key {key!r}{did_you_mean(key, SPEC_KEYS)}; known keys: {', '.join(SPEC_KEYS)}")
+            raise LoraError(
+                f"--lora: unknown key {key!r}{did_you_mean(key, SPEC_KEYS)}; known keys: {', '.join(SPEC_KEYS)}"
+            )
         if SPEC_KEYS[key] in values:
             raise LoraError(f"--lora: {key} is given twice")
         values[SPEC_KEYS[key]] = _spec_value(key, text.strip())
