@@ -118,8 +118,10 @@ def test_grayscale_to_a_colour_model_is_repeated_with_a_warning() -> None:
 
 def test_bad_pixels_are_named() -> None:
     model = _model()
-    with pytest.raises(ValueError, match=r"16x16 patches|\(batch, channels, height, width\)"):
+    with pytest.raises(ValueError, match=r"\(batch, channels, height, width\); got \(3, 16, 16\).*unsqueeze"):
         model(_pixels()[0])
+    with pytest.raises(TypeError, match="got ndarray"):
+        model(_pixels().numpy())
     with pytest.raises(TypeError, match="floating point.*255"):
         model(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match="2 channels but the model takes 3"):

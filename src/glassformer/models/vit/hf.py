@@ -21,7 +21,14 @@ from torch import Tensor
 from glassformer.models.vit.config import ViTConfig
 from glassformer.models.vit.model import ViT
 from glassformer.utils.weights import (
-    CONFIG_NAME, WEIGHTS_NAME, WeightsError, load_into, read_config, read_safetensors, resolve, write_json,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    WeightsError,
+    load_into,
+    read_config,
+    read_safetensors,
+    resolve,
+    write_json,
     write_safetensors,
 )
 

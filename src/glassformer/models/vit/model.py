@@ -82,6 +82,8 @@ def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     """Top-1 accuracy against class ids, or against the most likely class of soft targets."""
     target = labels.argmax(-1) if labels.dim() == 2 else labels
     keep = target != IGNORE_INDEX
+    if not keep.any():
+        return logits.new_zeros(())  # every label ignored: nothing to score
     return (logits.argmax(-1)[keep] == target[keep]).float().mean().detach()
 
 
@@ -89,12 +91,11 @@ def check_pixels(pixel_values: Tensor, in_channels: int, dtype: torch.dtype) -> 
     """``pixel_values`` as a float ``(B, in_channels, H, W)`` batch of the model's dtype.
 
     A grayscale batch for a colour model is repeated over the channels, with a warning."""
-    if not isinstance(pixel_values, Tensor) or pixel_values.dim() != 4:
-        shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values).__name__
-        raise ValueError(
-            f"pixel_values must be a (batch, channels, height, width) tensor; got {shape}"
-            + (": add the batch dimension with x.unsqueeze(0)" if isinstance(pixel_values, Tensor) and pixel_values.dim() == 3 else "")
-        )  # fmt: skip
+    if not isinstance(pixel_values, Tensor):
+        raise TypeError(f"pixel_values must be a (batch, channels, height, width) tensor; got {type(pixel_values).__name__}")
+    if pixel_values.dim() != 4:
+        hint = ": add the batch dimension with x.unsqueeze(0)" if pixel_values.dim() == 3 else ""
+        raise ValueError(f"pixel_values must be (batch, channels, height, width); got {tuple(pixel_values.shape)}{hint}")
     if not pixel_values.is_floating_point():
         raise TypeError(
             f"pixel_values must be floating point, got {pixel_values.dtype}: convert the image to float "
