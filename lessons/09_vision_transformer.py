@@ -107,8 +107,12 @@ def cls_out(tokens: torch.Tensor, m: ViT) -> torch.Tensor:
 
 
 with torch.no_grad():
-    check("no positions: shuffled patches leave the [CLS] output unchanged",
-          cls_out(embedded[:, perm], no_positions), cls_out(embedded, no_positions), atol=1e-5)
+    check(
+        "no positions: shuffled patches leave the [CLS] output unchanged",
+        cls_out(embedded[:, perm], no_positions),
+        cls_out(embedded, no_positions),
+        atol=1e-5,
+    )
     moved = (cls_out(embedded[:, perm], model) - cls_out(embedded, model)).abs().max().item()
 print(f"with the learned positions the same shuffle moves the [CLS] output by up to {moved:.3f}")
 
@@ -173,15 +177,16 @@ if have_fashion and not args.quick:
     train = ((train[:5_000].float() / 255 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0])[:, None]
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    for step, start in enumerate(range(0, 5_000, 64)):
-        loss = model(train[start:start + 64], labels=train_labels[start:start + 64]).loss
+    starts = range(0, 5_000, 64)
+    for start in starts:
+        loss = model(train[start : start + 64], labels=train_labels[start : start + 64]).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     model.eval()
     with torch.no_grad():
         accuracy = (model(pixels).logits.argmax(-1) == labels).float().mean().item()
-    print(f"after {step + 1} steps: test accuracy {accuracy:.1%} on {len(labels)} test images")
+    print(f"after {len(starts)} steps: test accuracy {accuracy:.1%} on {len(labels)} test images")
 
 # vit_attentions switches every attention module to the eager path (SDPA never forms the weights).
 attentions, _ = vit_attentions(model, x)
@@ -191,10 +196,19 @@ rolled = torch.eye(config.seq_len)
 for layer in attentions:
     a = layer[0].mean(0) + torch.eye(config.seq_len)  # (50, 50)
     rolled = (a / a.sum(-1, keepdim=True)) @ rolled
-check("rollout by hand == glassformer.viz.vit.attention_rollout", rolled, attention_rollout(attentions)[0], atol=1e-5)
+check(
+    "rollout by hand == glassformer.viz.vit.attention_rollout",
+    rolled,
+    attention_rollout(attentions)[0],
+    atol=1e-5,
+)
 check("each row of the rollout is a distribution", rolled.sum(-1), torch.ones(config.seq_len), atol=1e-5)
 last = cls_attention_maps(attentions)[0]  # (H, 7, 7)
 print(f"last layer: the heads' [CLS] maps peak at patches {[int(m.argmax()) for m in last]}")
-plot_head_overlays(x, attentions, args.out / "rollout.png",
-                   title="[CLS] attention of the last layer per head, and the rollout over all layers")
+plot_head_overlays(
+    x,
+    attentions,
+    args.out / "rollout.png",
+    title="[CLS] attention of the last layer per head, and the rollout over all layers",
+)
 print(f"saved {args.out / 'rollout.png'}")

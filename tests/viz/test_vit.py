@@ -38,8 +38,10 @@ def _loop_rollout(layers: list[np.ndarray]) -> list[list[float]]:
     t = layers[0].shape[-1]
     result = [[1.0 if i == j else 0.0 for j in range(t)] for i in range(t)]
     for heads in layers:  # (H, T, T)
-        a = [[sum(heads[h][i][j] for h in range(len(heads))) / len(heads) + (i == j) for j in range(t)]
-             for i in range(t)]
+        a = [
+            [sum(heads[h][i][j] for h in range(len(heads))) / len(heads) + (i == j) for j in range(t)]
+            for i in range(t)
+        ]
         a = [[v / sum(row) for v in row] for row in a]
         result = [[sum(a[i][k] * result[k][j] for k in range(t)) for j in range(t)] for i in range(t)]
     return result
@@ -150,7 +152,9 @@ def test_eager_attention_switches_every_block_and_switches_back(tiny_vit):
     backends = [m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)]
     assert backends and set(backends) == {"sdpa"}
     with eager_attention(tiny_vit):
-        assert {m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)} == {"eager"}
+        assert {m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)} == {
+            "eager"
+        }
     assert [m.backend for m in tiny_vit.modules() if isinstance(getattr(m, "backend", None), str)] == backends
 
 
@@ -182,8 +186,14 @@ def test_pictures_are_drawn(tiny_vit, tmp_path):
     attentions, _ = vit_attentions(tiny_vit, x[:1])
     heads = plot_head_overlays(x[:1], attentions, tmp_path / "heads.png", title="random weights")
     rollout = plot_rollout_overlay(x[:1], attentions, tmp_path / "rollout.png")
-    grid = plot_class_grid(tiny_vit, x, [0, 1, 2, 0, 1, 2], tmp_path / "grid.png",
-                           class_names=tiny_vit.config.label_names, per_class=2)
+    grid = plot_class_grid(
+        tiny_vit,
+        x,
+        [0, 1, 2, 0, 1, 2],
+        tmp_path / "grid.png",
+        class_names=tiny_vit.config.label_names,
+        per_class=2,
+    )
     for png in (heads, rollout, grid):
         width, height = _png_size(png)
         assert width > 200 and height > 150, png
@@ -226,8 +236,9 @@ def hf_colour_folder(tmp_path_factory):
     torch.manual_seed(1)
     config = tiny(vit_ti16()).replace(num_labels=5, label_names=("cat", "dog", "eel", "fox", "gnu"))
     folder = save_pretrained(ViT(config), tmp_path_factory.mktemp("hf") / "vit")
-    transformers.ViTImageProcessor(do_resize=False, image_mean=[0.4, 0.5, 0.6],
-                                   image_std=[0.2, 0.3, 0.25]).save_pretrained(folder)
+    transformers.ViTImageProcessor(
+        do_resize=False, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.3, 0.25]
+    ).save_pretrained(folder)
     return folder
 
 
@@ -270,7 +281,10 @@ def test_classify_a_folder_names_classes_and_notes_conversions(fashion_folder, t
         assert len(row["top"]) == 3 and row["top"][0]["label"] in tiny_vit_names()
         probs = [t["probability"] for t in row["top"]]
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
-    assert "converted to grayscale" in captured.err and "40x40 pixels resized to the model's 28x28" in captured.err
+    assert (
+        "converted to grayscale" in captured.err
+        and "40x40 pixels resized to the model's 28x28" in captured.err
+    )
 
 
 def tiny_vit_names() -> tuple[str, ...]:
@@ -307,7 +321,9 @@ def test_classify_refuses_bad_images(fashion_folder, tmp_path, capsys):
 def test_attention_verb_writes_the_overlays(fashion_folder, tmp_path, capsys):
     from glassformer.cli import main
 
-    image = _write_png(tmp_path / "shoe.png", np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8))
+    image = _write_png(
+        tmp_path / "shoe.png", np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8)
+    )
     out = tmp_path / "out"
     assert main(["attention", str(fashion_folder), str(image), "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -44,15 +44,21 @@ def _stack_layers(attentions: Sequence[Tensor] | Tensor) -> Tensor:
     if isinstance(attentions, Tensor | np.ndarray) and np.ndim(attentions) == 5:
         attentions = list(attentions)
     if not isinstance(attentions, Sequence) or len(attentions) == 0:
-        raise ValueError("attentions must be a non-empty sequence with one (batch, heads, T, T) tensor per layer; "
-                         "run the model with output_attentions=True (see vit_attentions)")
+        raise ValueError(
+            "attentions must be a non-empty sequence with one (batch, heads, T, T) tensor per layer; "
+            "run the model with output_attentions=True (see vit_attentions)"
+        )
     layers = []
     for i, a in enumerate(attentions):
         t = torch.as_tensor(a).detach().to("cpu", torch.float64)
         if t.ndim != 4 or t.shape[-1] != t.shape[-2]:
-            raise ValueError(f"attention of layer {i} has shape {tuple(t.shape)}; expected (batch, heads, T, T)")
+            raise ValueError(
+                f"attention of layer {i} has shape {tuple(t.shape)}; expected (batch, heads, T, T)"
+            )
         if layers and t.shape != layers[0].shape:
-            raise ValueError(f"layer {i} attention has shape {tuple(t.shape)} but layer 0 has {tuple(layers[0].shape)}")
+            raise ValueError(
+                f"layer {i} attention has shape {tuple(t.shape)} but layer 0 has {tuple(layers[0].shape)}"
+            )
         layers.append(t)
     out = torch.stack(layers)  # (L, B, H, T, T)
     if not torch.isfinite(out).all() or (out < 0).any():
@@ -68,8 +74,10 @@ def _fuse_heads(layer: Tensor, head_fusion: str) -> Tensor:
         return layer.amax(dim=1)
     if head_fusion == "min":
         return layer.amin(dim=1)
-    raise ValueError(f"unknown head_fusion {head_fusion!r}; expected one of {HEAD_FUSIONS}"
-                     f"{did_you_mean(head_fusion, HEAD_FUSIONS)}")
+    raise ValueError(
+        f"unknown head_fusion {head_fusion!r}; expected one of {HEAD_FUSIONS}"
+        f"{did_you_mean(head_fusion, HEAD_FUSIONS)}"
+    )
 
 
 def _discard_lowest(a: Tensor, ratio: float) -> Tensor:
@@ -99,7 +107,9 @@ def attention_rollout(
     multiply the layers from the last down to the first: ``R = A_L @ ... @ A_1``.
     """
     if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio={discard_ratio} must be in [0, 1): it is the fraction of each row zeroed")
+        raise ValueError(
+            f"discard_ratio={discard_ratio} must be in [0, 1): it is the fraction of each row zeroed"
+        )
     stacked = _stack_layers(attentions)  # (L, B, H, T, T)
     t = stacked.shape[-1]
     eye = torch.eye(t, dtype=stacked.dtype)
@@ -118,8 +128,10 @@ def patch_grid(n_tokens: int, *, n_prefix: int = 1) -> int:
     n = n_tokens - n_prefix
     side = math.isqrt(max(n, 0))
     if n <= 0 or side * side != n:
-        raise ValueError(f"{n_tokens} tokens less {n_prefix} prefix ([CLS]) leave {n} patches, not a square grid; "
-                         f"expected T = {n_prefix} + (image_size / patch_size) ** 2")
+        raise ValueError(
+            f"{n_tokens} tokens less {n_prefix} prefix ([CLS]) leave {n} patches, not a square grid; "
+            f"expected T = {n_prefix} + (image_size / patch_size) ** 2"
+        )
     return side
 
 
@@ -132,14 +144,18 @@ def _reader_row(weights: Tensor, n_prefix: int) -> Tensor:
     return reader[..., n_prefix:]
 
 
-def cls_attention_maps(attentions: Sequence[Tensor] | Tensor, layer: int = -1, *, n_prefix: int = 1) -> Tensor:
+def cls_attention_maps(
+    attentions: Sequence[Tensor] | Tensor, layer: int = -1, *, n_prefix: int = 1
+) -> Tensor:
     """Where [CLS] looks in ``layer``, per head: ``(B, H, grid, grid)`` over the patches (row-major).
 
     ``n_prefix=0`` (a mean-pooled ViT, no [CLS]): the mean over all query tokens instead."""
     stacked = _stack_layers(attentions)
     n_layers = stacked.shape[0]
     if not -n_layers <= layer < n_layers:
-        raise ValueError(f"layer={layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+        raise ValueError(
+            f"layer={layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
+        )
     weights = stacked[layer]  # (B, H, T, T)
     side = patch_grid(weights.shape[-1], n_prefix=n_prefix)
     return _reader_row(weights, n_prefix).reshape(*weights.shape[:2], side, side).float()
@@ -148,7 +164,9 @@ def cls_attention_maps(attentions: Sequence[Tensor] | Tensor, layer: int = -1, *
 def rollout_cls_map(rollout: Tensor, *, n_prefix: int = 1) -> Tensor:
     """The [CLS] row of a rollout ``(B, T, T)`` over the patches: ``(B, grid, grid)`` (mean row if no [CLS])."""
     if rollout.ndim != 3:
-        raise ValueError(f"rollout has shape {tuple(rollout.shape)}; expected (batch, T, T) from attention_rollout")
+        raise ValueError(
+            f"rollout has shape {tuple(rollout.shape)}; expected (batch, T, T) from attention_rollout"
+        )
     side = patch_grid(rollout.shape[-1], n_prefix=n_prefix)
     return _reader_row(rollout, n_prefix).reshape(rollout.shape[0], side, side)
 
@@ -175,8 +193,10 @@ def _weights_flag(model: nn.Module) -> str:
     for name in ("output_attentions", "return_weights"):
         if name in params:
             return name
-    raise TypeError(f"{type(model).__name__}.forward takes neither output_attentions nor return_weights; "
-                    "it cannot return attention weights")
+    raise TypeError(
+        f"{type(model).__name__}.forward takes neither output_attentions nor return_weights; "
+        "it cannot return attention weights"
+    )
 
 
 def vit_attentions(model: nn.Module, pixel_values: Tensor) -> tuple[list[Tensor], Tensor | None]:
@@ -184,7 +204,9 @@ def vit_attentions(model: nn.Module, pixel_values: Tensor) -> tuple[list[Tensor]
 
     ``logits`` is None for a model without a classification head."""
     if pixel_values.ndim != 4:
-        raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}; expected (batch, channels, H, W)")
+        raise ValueError(
+            f"pixel_values has shape {tuple(pixel_values.shape)}; expected (batch, channels, H, W)"
+        )
     param = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -339,7 +361,9 @@ def plot_class_grid(
     label_list = [int(labels[i]) for i in chosen]
     classes = sorted(set(label_list))
     plt = _pyplot()
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.9 * per_class, 2.3 * len(classes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(1.9 * per_class, 2.3 * len(classes)), squeeze=False
+    )
     fig.subplots_adjust(hspace=0.45, wspace=0.1)  # room for the two-line titles
     for ax in axes.flat:
         ax.axis("off")
@@ -349,8 +373,12 @@ def plot_class_grid(
         filled[label] += 1
         image = display_image(images[k])
         mark = "" if guess == label else " (wrong)"
-        _overlay(ax, image, upsample_map(maps[k], image.shape[:2]),
-                 f"{_name(label, class_names)}\nguess: {_name(guess, class_names)}{mark}")
+        _overlay(
+            ax,
+            image,
+            upsample_map(maps[k], image.shape[:2]),
+            f"{_name(label, class_names)}\nguess: {_name(guess, class_names)}{mark}",
+        )
     return _save(fig, path)
 
 
@@ -358,12 +386,16 @@ def _name(index: int, class_names: Sequence[str]) -> str:
     return class_names[index] if 0 <= index < len(class_names) else str(index)
 
 
-def top_k_classes(logits: Tensor, class_names: Sequence[str] = (), k: int = 3) -> list[list[tuple[str, float]]]:
+def top_k_classes(
+    logits: Tensor, class_names: Sequence[str] = (), k: int = 3
+) -> list[list[tuple[str, float]]]:
     """Per image, the ``k`` likeliest classes as ``(name, probability)``; names are indices when none are stored."""
     probs = logits.float().softmax(dim=-1)
     values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
-    return [[(_name(i, class_names), p) for i, p in zip(row_i, row_p, strict=True)]
-            for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)]
+    return [
+        [(_name(i, class_names), p) for i, p in zip(row_i, row_p, strict=True)]
+        for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)
+    ]
 
 
 # --- images from files, for a checkpoint (the `classify` and `attention` verbs) ----------------------
@@ -383,7 +415,9 @@ def is_vit_checkpoint(source: str | os.PathLike[str]) -> bool:
     return config.family == "vit" or config.model_type == "vit"
 
 
-def image_stats(folder: str | os.PathLike[str], in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def image_stats(
+    folder: str | os.PathLike[str], in_channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std the model's inputs were normalised with.
 
     From ``preprocessor_config.json`` in the folder when there is one (``image_mean``,
@@ -413,10 +447,14 @@ def image_files(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
     files: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(
+                p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
             if not found:
-                raise ImageDataError(f"{source}: an empty folder: no image files in it "
-                                     f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+                raise ImageDataError(
+                    f"{source}: an empty folder: no image files in it "
+                    f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
+                )
             files += found
         elif source.is_file():
             files.append(source)
@@ -449,8 +487,12 @@ def warnings_as_notes(notes: list[str]) -> Iterator[None]:
     notes += [str(w.message) for w in caught]
 
 
-def load_model_images(paths: Sequence[Path], config, mean: Sequence[float], std: Sequence[float],
-                      ) -> tuple[list[Tensor], list[str]]:
+def load_model_images(
+    paths: Sequence[Path],
+    config,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[list[Tensor], list[str]]:
     """Each file as a normalised ``(1, C, H, W)`` batch for the model, and notes on what was converted.
 
     A grayscale file for a colour model is copied to its channels (and the reverse), with a note;
@@ -474,12 +516,15 @@ def open_vit(checkpoint: str | os.PathLike[str]) -> nn.Module:
     return load_model(checkpoint, family="vit")
 
 
-def classify_images(checkpoint: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]], *,
-                    k: int = 3) -> tuple[list[tuple[Path, list[tuple[str, float]]]], list[str]]:
+def classify_images(
+    checkpoint: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]], *, k: int = 3
+) -> tuple[list[tuple[Path, list[tuple[str, float]]]], list[str]]:
     """The ``k`` likeliest classes of each image file (or of each image in a folder), and the notes."""
     model = open_vit(checkpoint)
     if not model.config.num_labels:
-        raise ValueError(f"{checkpoint}: this ViT has no classification head (num_labels=0); it cannot classify")
+        raise ValueError(
+            f"{checkpoint}: this ViT has no classification head (num_labels=0); it cannot classify"
+        )
     paths = image_files(sources)
     mean, std = image_stats(checkpoint, model.config.in_channels)
     batches, notes = load_model_images(paths, model.config, mean, std)
@@ -492,8 +537,13 @@ def classify_images(checkpoint: str | os.PathLike[str], sources: Sequence[str | 
     return results, notes
 
 
-def attention_pictures(checkpoint: str | os.PathLike[str], image: str | os.PathLike[str],
-                       out_dir: str | os.PathLike[str], *, layer: int = -1) -> tuple[list[Path], list[str]]:
+def attention_pictures(
+    checkpoint: str | os.PathLike[str],
+    image: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    layer: int = -1,
+) -> tuple[list[Path], list[str]]:
     """Write the per-head overlay (``layer``) and the rollout overlay of one image; their paths and notes."""
     model = open_vit(checkpoint)
     path = Path(image)
@@ -508,15 +558,18 @@ def attention_pictures(checkpoint: str | os.PathLike[str], image: str | os.PathL
         name, probability = top_k_classes(logits, model.config.label_names, 1)[0][0]
         title += f": {name} ({probability:.0%})"
     out = Path(out_dir)
-    heads = plot_head_overlays(batch, attentions, out / f"{path.stem}_heads.png", layer=layer,
-                               n_prefix=n_prefix, title=title)
-    rollout = plot_rollout_overlay(batch, attentions, out / f"{path.stem}_rollout.png", n_prefix=n_prefix,
-                                   title=title)
+    heads = plot_head_overlays(
+        batch, attentions, out / f"{path.stem}_heads.png", layer=layer, n_prefix=n_prefix, title=title
+    )
+    rollout = plot_rollout_overlay(
+        batch, attentions, out / f"{path.stem}_rollout.png", n_prefix=n_prefix, title=title
+    )
     return [heads, rollout], notes
 
 
-def fashion_test_grid(checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *,
-                      per_class: int = 3) -> Path:
+def fashion_test_grid(
+    checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *, per_class: int = 3
+) -> Path:
     """The per-class rollout grid (:func:`plot_class_grid`) of a Fashion-MNIST checkpoint on the test set."""
     from glassformer.data.images import load_fashion_mnist, normalize
 
@@ -524,7 +577,10 @@ def fashion_test_grid(checkpoint: str | os.PathLike[str], path: str | os.PathLik
     images, labels = load_fashion_mnist("test")  # a clear error naming `make fashion-mnist` when absent
     chosen = pick_per_class(labels, per_class)
     c = model.config.in_channels
-    batch = [_fit_size(images[i][None].expand(c, -1, -1), model.config, f"test image {i}", []) for i in chosen]
+    batch = [
+        _fit_size(images[i][None].expand(c, -1, -1), model.config, f"test image {i}", []) for i in chosen
+    ]
     pixels = normalize(torch.stack(batch).float() / 255.0, *image_stats(checkpoint, c))  # (N, C, H, W)
-    return plot_class_grid(model, pixels, labels[chosen], path, class_names=model.config.label_names,
-                           per_class=per_class)
+    return plot_class_grid(
+        model, pixels, labels[chosen], path, class_names=model.config.label_names, per_class=per_class
+    )
