@@ -232,3 +232,18 @@ def test_lora_over_a_quantized_base_trains_and_refuses_to_merge() -> None:
         LoraError, match="cannot merge into a _DequantizingLinear.*keeps its adapter unmerged"
     ):
         layer.merge()
+
+
+def test_gpt2_adapter_falls_back_to_our_names_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = inject_lora(registry.build("gpt2-tiny").eval(), LoraConfig(r=2, target=("q_proj", "o_proj")))
+    _nonzero_b(model)
+    ids = torch.randint(0, 50, (1, 6))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    with pytest.warns(UserWarning, match="stack.layers.0.attn.q_proj has no one-to-one Hugging Face tensor"):
+        save_adapter(model, tmp_path / "a")
+    torch.manual_seed(0)
+    again = load_adapter(registry.build("gpt2-tiny").eval(), tmp_path / "a")
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, want)

@@ -5,7 +5,8 @@ A folder holds ``adapter_config.json`` (peft's ``LoraConfig`` fields) and
 ``.lora_B.weight`` and, for each saved module, ``base_model.model.<HF module>.<param>``. Module
 names are the Hugging Face ones: each family's ``hf.py`` says how ours translate
 (``hf_tensor_names``), found through the family's Hugging Face ``Format``, so this module knows no
-family. A family without that map saves under our own names (peft then cannot place them).
+family. A family without that map, or an adapter on a layer with no one-to-one Hugging Face
+tensor (GPT-2's fused q/k/v), is saved under our own names: glassformer reads it, peft cannot.
 
 peft's config has no field for which base an adapter belongs to beyond
 ``base_model_name_or_path``, and unknown fields make it warn, so the base's family and config
@@ -72,29 +73,33 @@ def tensor_names(model: nn.Module) -> dict[str, str]:
     return {}
 
 
-def _hf_module(names: dict[str, str], ours: str) -> str:
-    if not names:
-        return ours
-    hf = names.get(f"{ours}.weight")
-    if hf is None:
-        raise LoraError(
-            f"layer {ours} has no one-to-one Hugging Face module (e.g. GPT-2 fuses q/k/v into c_attn), "
-            "so peft could not place its adapter; target other layers"
+def _adapter_names(model: nn.Module) -> dict[str, str]:
+    """The names to save under: the Hugging Face ones when every adapter tensor has one, else ours
+    (all of them, with a warning: e.g. GPT-2 fuses q/k/v into one ``c_attn``, which peft would adapt
+    as a whole, so our separate ``q_proj`` adapter has no place there; glassformer still reads it)."""
+    names = tensor_names(model)
+    wanted = [f"{n}.weight" for n, _ in lora_layers(model)]
+    wanted += [k for k in lora_state_dict(model) if ".lora_" not in k]
+    unplaced = [k for k in wanted if k not in names]
+    if names and unplaced:
+        warnings.warn(
+            f"{unplaced[0].removesuffix('.weight')} has no one-to-one Hugging Face tensor, so the adapter "
+            "is saved under glassformer's names: glassformer loads it, peft cannot place it",
+            stacklevel=3,
         )
-    return hf.removesuffix(".weight")
+        return {}
+    return names
+
+
+def _hf_module(names: dict[str, str], ours: str) -> str:
+    return names[f"{ours}.weight"].removesuffix(".weight") if names else ours
 
 
 def _adapter_tensors(model: nn.Module, names: dict[str, str]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    saved = getattr(model, "lora_saved_modules", ())
     for key, tensor in lora_state_dict(model).items():
         module, sep, tail = key.rpartition(".lora_")
-        if sep:
-            out[f"{PREFIX}{_hf_module(names, module)}.lora_{tail}"] = tensor
-            continue
-        hf = names.get(key, key) if names else key
-        if names and key not in names:
-            raise LoraError(f"saved module tensor {key} (of {saved}) has no Hugging Face name")
+        hf = f"{_hf_module(names, module)}.lora_{tail}" if sep else names.get(key, key)
         out[PREFIX + hf] = tensor
     return out
 
@@ -121,7 +126,7 @@ def save_adapter(
     if not any(True for _ in lora_layers(model)) or not hasattr(model, "lora_config"):
         raise LoraError("this model has no LoRA adapters to save; inject_lora(model, config) first")
     directory = Path(directory)
-    names = tensor_names(model)
+    names = _adapter_names(model)
     write_safetensors(_adapter_tensors(model, names), directory / ADAPTER_WEIGHTS)
     write_json(_peft_config(model, names, base_name), directory / ADAPTER_CONFIG)
     sidecar = {"family": getattr(model, "family", ""), "model_class": type(model).__name__,
@@ -241,7 +246,8 @@ def load_adapter(
     adapter = _read_json(folder / ADAPTER_CONFIG)
     _check_supported(folder, adapter)
     _check_base(folder, adapter, model, base_name)
-    hf_to_ours = {hf: ours for ours, hf in tensor_names(model).items()}
+    ours_named = (folder / SIDECAR).is_file() and _read_json(folder / SIDECAR).get("names") == "glassformer"
+    hf_to_ours = {} if ours_named else {hf: ours for ours, hf in tensor_names(model).items()}
     layers, saved = _group(folder, read_safetensors(folder / ADAPTER_WEIGHTS), hf_to_ours)
     if not layers:
         raise LoraError(f"{folder}: {ADAPTER_WEIGHTS} holds no lora_A/lora_B tensors")
