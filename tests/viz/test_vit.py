@@ -342,3 +342,19 @@ def test_fashion_test_grid_draws_one_row_per_class(fashion_folder, tmp_path):
     png = fashion_test_grid(fashion_folder, tmp_path / "grid.png", per_class=1)
     width, height = _png_size(png)
     assert height > 4 * width  # ten class rows of one image
+
+
+def test_classify_keeps_another_size_when_the_positions_interpolate(tmp_path, capsys):
+    from glassformer.cli import main
+    from glassformer.models.vit.config import tiny, vit_fashion
+    from glassformer.models.vit.model import ViT
+
+    folder = ViT(tiny(vit_fashion()).replace(interpolate_positions=True)).save(tmp_path / "model")
+    image = _write_png(
+        tmp_path / "big.png", np.random.default_rng(3).integers(0, 256, (42, 42), dtype=np.uint8)
+    )
+    assert main(["classify", str(folder), str(image)]) == 0  # 6x6 patches of 7 pixels, positions resized
+    assert "resized" not in capsys.readouterr().err
+    odd = _write_png(tmp_path / "odd.png", np.zeros((30, 30), dtype=np.uint8))  # not whole patches: resized
+    assert main(["classify", str(folder), str(odd)]) == 0
+    assert "30x30 pixels resized to the model's 28x28" in capsys.readouterr().err
