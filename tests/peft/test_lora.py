@@ -174,6 +174,8 @@ def test_adapter_for_another_base_is_refused_naming_both(tmp_path: Path) -> None
         LoraError, match=r"trained on bert-mini-tiny .*config [0-9a-f]{16}\).*not on this model \(my-5-label"
     ):
         load_adapter(other, tmp_path / "a", base_name="my-5-label")
+    same = registry.build("bert-mini-tiny", head="sequence", num_labels=3, dropout=0.3)  # dropout: no matter
+    assert len(list(lora_layers(load_adapter(same, tmp_path / "a")))) == 4
     (tmp_path / "a" / "glassformer_adapter.json").unlink()  # as peft writes it: the base's name only
     with pytest.raises(LoraError, match="trained on 'bert-mini-tiny', not on 'gpt2'"):
         load_adapter(_bert(), tmp_path / "a", base_name="gpt2")
