@@ -38,6 +38,7 @@ FAMILY = Family(
     presets={"ddpm-fashion": (ddpm_fashion, "class-conditional DDPM UNet for 32x32 Fashion-MNIST (2.7M)")},
     tiny=tiny,
     example_batch=example_batch,
+    data={"ddpm-fashion": "glassformer.models.diffusion.data:build_fashion_data"},
     default_preset="ddpm-fashion",
     formats=(
         Format("diffusers", load="glassformer.models.diffusion.diffusers_io:from_diffusers",
