@@ -47,9 +47,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from glassformer.data.augment import Compose, RandomCrop, RandomHorizontalFlip  # noqa: E402
 from glassformer.data.images import ImageClassificationData, load_fashion_mnist, train_val_split  # noqa: E402
 from glassformer.models.vit.baseline import CNNBaseline, CNNConfig  # noqa: E402
-from glassformer.models.vit.config import ViTConfig, vit_fashion  # noqa: E402
+from glassformer.models.vit.config import vit_fashion  # noqa: E402
 from glassformer.models.vit.model import ViT  # noqa: E402
-from glassformer.train import Trainer, TrainConfig  # noqa: E402
+from glassformer.train import TrainConfig, Trainer  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.weights import read_safetensors  # noqa: E402
 
@@ -297,8 +297,9 @@ def section_pictures(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     best = work / "main" / "vit" / "best"
     if not best.is_dir():
         raise SystemExit(f"{best} is missing: run the main section first (--sections main)")
-    from glassformer.data.images import load_fashion_mnist
     from PIL import Image
+
+
 
     images, _ = load_fashion_mnist("test")
     out = figures(args, work)
