@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -95,9 +95,6 @@ class LoraConfig:
     def scaling(self) -> float:
         """The factor on ``B A x``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
         return lora_scaling(self.alpha, self.r, self.use_rslora)
-
-    def to_dict(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def lora_scaling(alpha: float, r: int, use_rslora: bool) -> float:
