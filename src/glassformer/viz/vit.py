@@ -23,7 +23,8 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -31,6 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.utils.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from glassformer.models.vit.config import ViTConfig
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
@@ -250,14 +257,14 @@ def upsample_map(grid_map: Tensor, size: tuple[int, int]) -> np.ndarray:
     return (m / m.max().clamp_min(1e-12)).numpy()
 
 
-def _overlay(ax, image: np.ndarray, heat: np.ndarray, title: str) -> None:
+def _overlay(ax: Axes, image: np.ndarray, heat: np.ndarray, title: str) -> None:
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
     ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, no display
@@ -266,7 +273,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike[str]) -> Path:
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -463,7 +470,7 @@ def image_files(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def _fit_size(image: Tensor, config, name: str, notes: list[str]) -> Tensor:
+def _fit_size(image: Tensor, config: ViTConfig, name: str, notes: list[str]) -> Tensor:
     """An image at a size the model takes: kept when positions interpolate and it tiles, else resized."""
     from glassformer.data.images import resize
 
@@ -489,7 +496,7 @@ def warnings_as_notes(notes: list[str]) -> Iterator[None]:
 
 def load_model_images(
     paths: Sequence[Path],
-    config,
+    config: ViTConfig,
     mean: Sequence[float],
     std: Sequence[float],
 ) -> tuple[list[Tensor], list[str]]:
