@@ -67,7 +67,11 @@ def random_spans_noise_mask(
     length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Bool ``(length,)``: True where a token is noise; noise comes in spans, the first token is kept."""
+    """Bool ``(length,)``: True where a token is noise, in spans.
+
+    T5's layout alternates kept and noise spans starting with a kept one, so the first token is
+    always kept and the last always noise (T5's ``random_roll``, off by default, would rotate it).
+    """
     rng = np.random.default_rng() if rng is None else rng
     num_noise, num_spans = noise_span_counts(length, noise_density, mean_noise_span_length)
     # T5 leaves this clip out: at densities above 0.5 there can be fewer kept tokens than spans
