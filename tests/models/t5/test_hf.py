@@ -14,12 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from glassformer import registry
 from glassformer.generate import generate
 from glassformer.models import load_model
 from glassformer.models.base import IGNORE_INDEX
 from glassformer.models.t5 import T5
-from glassformer import registry
-from glassformer.models.t5.hf import config_from_hf, config_to_hf, from_hf_state, save_pretrained, state_dict_from_hf
+from glassformer.models.t5.hf import (
+    config_from_hf,
+    config_to_hf,
+    from_hf_state,
+    save_pretrained,
+    state_dict_from_hf,
+)
 from glassformer.utils.weights import WeightsError
 
 transformers = pytest.importorskip("transformers")
