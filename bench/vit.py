@@ -44,8 +44,13 @@ import torch
 # tokenizers package transformers imports
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from glassformer.data.augment import Compose, RandomCrop, RandomHorizontalFlip  # noqa: E402
-from glassformer.data.images import ImageClassificationData, load_fashion_mnist, train_val_split  # noqa: E402
+from glassformer.data.images import (  # noqa: E402
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    ImageClassificationData,
+    fashion_mnist_sets,
+    load_fashion_mnist,
+)
 from glassformer.models.vit.baseline import CNNBaseline, CNNConfig  # noqa: E402
 from glassformer.models.vit.config import vit_fashion  # noqa: E402
 from glassformer.models.vit.model import ViT  # noqa: E402
@@ -54,7 +59,7 @@ from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.weights import read_safetensors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST's training pixels
+MEAN, STD = FASHION_MNIST_MEAN, FASHION_MNIST_STD
 VAL_FRACTION = 5000 / 60000
 
 
@@ -68,17 +73,14 @@ def build(spec: dict[str, Any]) -> torch.nn.Module:
 
 
 def datasets(quick: bool) -> tuple[ImageClassificationData, ImageClassificationData, ImageClassificationData]:
-    """Train (augmented), validation and test sets; ``quick`` keeps a few thousand images."""
-    images, labels = load_fashion_mnist("train")
+    """Train (augmented: crop with padding 2, flip), validation and test sets; ``quick`` keeps a few thousand images."""
+    train, val = fashion_mnist_sets(val_fraction=VAL_FRACTION, augment="crop_flip", seed=0)
     test_x, test_y = load_fashion_mnist("test")
-    train_idx, val_idx = train_val_split(len(labels), VAL_FRACTION, seed=0)
     if quick:
-        train_idx, val_idx, test_x, test_y = train_idx[:2000], val_idx[:500], test_x[:500], test_y[:500]
-    augment = Compose([RandomCrop(28, padding=2), RandomHorizontalFlip(0.5)])
-    train = ImageClassificationData(images[train_idx], labels[train_idx], augment=augment, mean=MEAN, std=STD, seed=0)
-    val = ImageClassificationData(images[val_idx], labels[val_idx], mean=MEAN, std=STD)
-    test = ImageClassificationData(test_x, test_y, mean=MEAN, std=STD)
-    return train, val, test
+        train = ImageClassificationData(train.images[:2000], train.labels[:2000], augment=train.augment, mean=MEAN, std=STD)
+        val = ImageClassificationData(val.images[:500], val.labels[:500], mean=MEAN, std=STD)
+        test_x, test_y = test_x[:500], test_y[:500]
+    return train, val, ImageClassificationData(test_x, test_y, mean=MEAN, std=STD)
 
 
 def seconds_per_step(model: torch.nn.Module, data: ImageClassificationData, batch_size: int, steps: int = 4) -> float:

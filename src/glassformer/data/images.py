@@ -394,3 +394,59 @@ class ImageClassificationData(Dataset):
         if self.mix is not None:
             x, labels = self.mix(x, labels, g)
         return {"pixel_values": normalize(x, self.mean, self.std), "labels": labels}
+
+
+# --- the training command's data builder ---------------------------------------------------------
+
+FASHION_OPTIONS = {
+    "root": "folder with the Fashion-MNIST IDX files (default: the Debian package's)",
+    "val_fraction": "share of the training images held out to choose the best checkpoint (default 1/12: 5,000)",
+    "augment": "crop_flip (default), randaugment (crop, flip and RandAugmentLite) or none",
+    "mix": "mixup/cutmix soft labels (default false)",
+    "seed": "the split's and the augmentation's seed (default 0)",
+}
+
+
+def fashion_mnist_sets(*, root: str | os.PathLike[str] | None = None, val_fraction: float = 5000 / 60000,
+                       augment: str = "crop_flip", mix: bool = False, seed: int = 0,
+                       ) -> tuple[ImageClassificationData, ImageClassificationData]:
+    """The augmented training images and the held-out validation images of Fashion-MNIST's train split.
+
+    The test split is never here: it is scored once, with the checkpoint the validation set chose.
+    """
+    from glassformer.data.augment import Compose, RandAugmentLite, RandomCrop, RandomHorizontalFlip, RandomMix
+
+    policies = {
+        "none": None,
+        "crop_flip": Compose([RandomCrop(28, padding=2), RandomHorizontalFlip(0.5)]),
+        "randaugment": Compose([RandomCrop(28, padding=2), RandomHorizontalFlip(0.5), RandAugmentLite(2, 9.0)]),
+    }
+    if augment not in policies:
+        raise ValueError(f"augment={augment!r} is not a policy{did_you_mean(augment, policies)}; choose one of {sorted(policies)}")
+    images, labels = load_fashion_mnist("train", root)
+    train_idx, val_idx = train_val_split(len(labels), val_fraction, seed)
+    stats = {"mean": FASHION_MNIST_MEAN, "std": FASHION_MNIST_STD}
+    train = ImageClassificationData(images[train_idx], labels[train_idx], augment=policies[augment],
+                                    mix=RandomMix(len(FASHION_MNIST_CLASSES)) if mix else None, seed=seed, **stats)
+    return train, ImageClassificationData(images[val_idx], labels[val_idx], **stats)
+
+
+def fashion_mnist_data(train_config: Any, model_config: Any, request: Any) -> tuple[ImageClassificationData, ImageClassificationData]:
+    """``glassformer train vit-fashion``'s data: :func:`fashion_mnist_sets` with the ``data.KEY=...`` options.
+
+    The training set carries its batch-augmenting ``collate``, which the engine picks up."""
+    from glassformer.utils.config import unknown_keys_message
+
+    options = dict(request.options)
+    unknown = sorted(set(options) - set(FASHION_OPTIONS))
+    if unknown:
+        raise ValueError("unknown data option: " + unknown_keys_message(unknown, sorted(FASHION_OPTIONS), "Fashion-MNIST data"))
+    channels = getattr(model_config, "in_channels", 1)
+    if channels != 1 or getattr(model_config, "image_size", 28) != 28:
+        raise ValueError(
+            f"Fashion-MNIST images are 28x28 grayscale; the model expects {getattr(model_config, 'image_size', '?')}px "
+            f"with {channels} channels: train the vit-fashion preset (or set image_size=28, in_channels=1)"
+        )
+    mix = str(options.get("mix", "false")).lower() in ("1", "true", "yes")
+    return fashion_mnist_sets(root=options.get("root"), val_fraction=float(options.get("val_fraction", 5000 / 60000)),
+                              augment=str(options.get("augment", "crop_flip")), mix=mix, seed=int(options.get("seed", 0)))

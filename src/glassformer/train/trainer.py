@@ -207,7 +207,8 @@ class Trainer:
     ``get_batch(split, step, generator)`` or an iterable of batches (``glassformer.train.data``).
     A batch is a dict of keyword arguments for ``model(**batch)``. ``model_config`` (default:
     ``model.config``) is stored with each checkpoint and compared on resume. ``collate_fn`` merges
-    samples of a map-style data set. ``resume_hint`` is the command printed after a signal stop.
+    samples of a map-style data set; without one, a data set's own ``collate`` method is used when
+    it has one (data sets that augment whole batches carry theirs). ``resume_hint`` is the command printed after a signal stop.
     """
 
     def __init__(
@@ -226,7 +227,7 @@ class Trainer:
         self.train_data = train_data
         self.eval_data = eval_data
         self.model_config = model_config if model_config is not None else getattr(model, "config", None)
-        self.collate_fn = collate_fn
+        self.collate_fn = collate_fn if collate_fn is not None else getattr(train_data, "collate", None)
         self.resume_hint = resume_hint or "call Trainer(...).fit(resume=True) with the same arguments"
 
     # ------------------------------------------------------------------------------------------

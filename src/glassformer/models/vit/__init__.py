@@ -47,6 +47,8 @@ FAMILY = Family(
     tiny=_cfg.tiny,
     example_batch=example_batch,
     generation=None,
+    data={"vit-fashion": "glassformer.data.images:fashion_mnist_data"},
+    default_preset="vit-fashion",
     formats=(
         Format("huggingface", load="glassformer.models.vit.hf:from_pretrained",
                save="glassformer.models.vit.hf:save_pretrained", exports="glassformer.models.vit.hf:architecture",
