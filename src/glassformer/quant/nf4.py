@@ -193,7 +193,7 @@ def quantize_blockwise(x: Tensor, blocksize: int = NESTED_BLOCKSIZE) -> tuple[Te
 def dequantize_blockwise(codes: Tensor, absmax: Tensor, blocksize: int = NESTED_BLOCKSIZE) -> Tensor:
     """float32 values of :func:`quantize_blockwise`'s codes."""
     per_value = absmax.repeat_interleave(blocksize)[: codes.numel()]
-    return (dynamic_code()[codes.reshape(-1).long()] * per_value).reshape(codes.shape)
+    return (dynamic_code().to(codes.device)[codes.reshape(-1).long()] * per_value).reshape(codes.shape)
 
 
 def quantize_4bit(x: Tensor, quant_type: QuantType = "nf4", blocksize: int = BLOCKSIZE) -> Packed4bit:
@@ -222,6 +222,6 @@ def dequantize_4bit(q: Packed4bit, dtype: torch.dtype | None = None) -> Tensor:
     numel = 1
     for size in q.shape:
         numel *= size
-    values = code_table(q.quant_type)[unpack_codes(q.packed, numel)]  # (numel,) float32
+    values = code_table(q.quant_type).to(q.packed.device)[unpack_codes(q.packed, numel)]  # (numel,) float32
     scales = q.absmax().float().repeat_interleave(q.blocksize)[:numel]
     return (values * scales).reshape(q.shape).to(dtype or q.dtype)
