@@ -117,9 +117,11 @@ def train_one(spec: dict[str, Any], out_dir: Path, minutes: float, quick: bool) 
     batch = spec.get("batch_size", 128)
     per_step = seconds_per_step(model, train, batch)
     steps_per_epoch = len(train) // batch
-    # 8% of the budget goes to evaluations, data and the end-of-run checkpoint
-    max_steps = max(20, int(minutes * 60 * 0.92 / per_step))
-    evals = 12 if not quick else 2
+    # the budget pays for the training steps, the evaluations (a forward pass costs about a third of
+    # a training step) and 3% for data loading and the checkpoints
+    evals = 8 if not quick else 2
+    eval_cost = evals * (len(val) / batch) * per_step / 3
+    max_steps = max(20, int((minutes * 60 * 0.97 - eval_cost) / per_step))
     cfg = TrainConfig(
         out_dir=str(out_dir), seed=0, max_steps=max_steps, batch_size=batch, lr=spec.get("lr", 1e-3),
         weight_decay=spec.get("weight_decay", 0.05), betas=(0.9, 0.999), grad_clip=1.0, schedule="cosine",
