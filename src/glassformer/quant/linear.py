@@ -12,6 +12,8 @@ adapters on top).
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,7 +22,7 @@ from glassformer.quant.int8 import Int8Rows, int8_matmul, quantize_rows
 from glassformer.quant.nf4 import BLOCKSIZE, Packed4bit, QuantType, dequantize_4bit, quantize_4bit
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
     """What every quantized linear shares: sizes, a frozen float32 bias, a dequantizing ``weight``."""
 
     format: str = ""
@@ -32,9 +34,9 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @property
+    @abc.abstractmethod
     def weight(self) -> Tensor:
         """The dequantized ``(out_features, in_features)`` float32 weight (a fresh tensor)."""
-        raise NotImplementedError
 
     def _set_bias(self, linear: nn.Linear) -> None:
         if self.bias is not None and linear.bias is not None:
