@@ -5,7 +5,7 @@ block is divided by its absolute maximum, so it lies in [-1, 1], and each value 
 of the nearest of 16 code values (:data:`NF4_CODE`: quantiles of a normal distribution, so that
 normally distributed weights use the 16 levels equally often). Double quantization stores the
 per-block absmax (one float32 per 64 weights = 0.5 bit per weight) as 8 bits instead: their mean
-is subtracted (``offset``) and the rest is quantized block-wise (256 scales per block) with the
+is subtracted (``offset``) and the rest is quantized in blocks of 256 scales with the
 signed 8-bit dynamic code of :func:`dynamic_code` (0.127 bit per weight in all).
 
 Packed layout (what a matrix-vector kernel reads; ``glassformer.kernels`` relies on it):
@@ -22,7 +22,7 @@ Packed layout (what a matrix-vector kernel reads; ``glassformer.kernels`` relies
 
 Everything here equals ``bitsandbytes`` 0.50 (``quantize_4bit(..., compress_statistics=True)``
 and ``dequantize_4bit``) bit for bit on the CPU, because each step does the same float32
-operations in the same order (see ``tests/quant/test_nf4.py``):
+operations in the same order (see ``tests/quant/test_quant_nf4.py``):
 
 * 4-bit codes: scaled = ``clamp(x * (1 / absmax), -1, 1)`` (a multiply by the reciprocal, not a
   division: the two differ in the last bit for some values), then the index of the interval
