@@ -144,7 +144,9 @@ def corrupt(
     return inputs + [eos_token_id], targets + [eos_token_id]
 
 
-def uncorrupt(inputs: Sequence[int], targets: Sequence[int], sentinel_ids: Sequence[int], eos_token_id: int) -> list[int]:
+def uncorrupt(
+    inputs: Sequence[int], targets: Sequence[int], sentinel_ids: Sequence[int], eos_token_id: int
+) -> list[int]:
     """The original sequence back from a corrupted ``(input, target)`` pair: each sentinel of the
     input replaced by the tokens that follow the same sentinel in the target."""
     sentinels = set(sentinel_ids)

@@ -36,7 +36,9 @@ def example_batch(config: T5Config, batch_size: int = 2, src_len: int = 7, tgt_l
         src[-1, -3], src[-1, -2:], attention_mask[-1, -2:] = config.eos_token_id, config.pad_token_id, 0
         labels[-1, -2], labels[-1, -1] = config.eos_token_id, IGNORE_INDEX
     decoder_input_ids = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
-    return {"input_ids": src, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids, "labels": labels}
+    return {
+        "input_ids": src, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids, "labels": labels,
+    }  # fmt: skip
 
 
 FAMILY = Family(
@@ -44,12 +46,14 @@ FAMILY = Family(
     model=T5,
     config=T5Config,
     presets={
-        "t5-small": (_cfg.t5_small, "T5 1.0 small (Raffel et al. 2020): 6+6 layers, 512 wide, ReLU FFN 2048, tied head, ~60M"),
+        "t5-small": (
+            _cfg.t5_small, "T5 1.0 small (Raffel et al. 2020): 6+6 layers, 512 wide, ReLU FFN 2048, tied head, ~60M",
+        ),
         "t5-v1_1-small": (
             _cfg.t5_v1_1_small, "T5 1.1 small: 8+8 layers, 512 wide, 6 heads, gated-GELU FFN 1024, untied head, ~77M",
         ),
         "t5-multi30k": (
-            _cfg.t5_multi30k, "small T5 1.1-style model for Multi30k en<->de with task prefixes: 3+3 layers, 256 wide, ~6.8M",
+            _cfg.t5_multi30k, "T5 1.1-style model for Multi30k en<->de with task prefixes: 3+3 layers, 256 wide, ~6.8M",
         ),
     },
     tiny=_cfg.tiny,

@@ -78,7 +78,8 @@ class T5Config(ConfigMixin):
                 raise ConfigError(f"T5Config.{name} must be a positive integer, got {value!r}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(
-                f"T5Config.activation={self.activation!r}: must be 'relu' (T5 1.0) or 'geglu_tanh' (T5 1.1's gated-GELU)"
+                f"T5Config.activation={self.activation!r}: must be 'relu' (T5 1.0) or 'geglu_tanh' "
+                "(T5 1.1's gated-GELU)"
                 + did_you_mean(self.activation, ACTIVATIONS)
             )
         if self.num_buckets < 4:
@@ -101,8 +102,8 @@ class T5Config(ConfigMixin):
         lowest = self.sentinel_start_id - self.n_sentinels + 1
         if self.n_sentinels <= 0 or self.sentinel_start_id >= self.vocab_size or lowest < 0:
             raise ConfigError(
-                f"T5Config: {self.n_sentinels} sentinels counting down from sentinel_start_id={self.sentinel_start_id} "
-                f"do not fit in vocab_size={self.vocab_size}; set sentinel_start_id=None for a model without them"
+                f"T5Config: {self.n_sentinels} sentinels counting down from "
+                f"sentinel_start_id={self.sentinel_start_id} do not fit in vocab_size={self.vocab_size}; set sentinel_start_id=None for a model without them"
             )
         if any(lowest <= i <= self.sentinel_start_id for i in (self.pad_token_id, self.eos_token_id)):
             raise ConfigError(

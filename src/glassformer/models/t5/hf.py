@@ -59,10 +59,11 @@ def _layer_keys(config: T5Config, decoder: bool) -> dict[str, str]:
     table["layer.0.layer_norm.weight"] = "attn_norm.weight"
     ffn = 1
     if decoder:
-        table.update({f"layer.1.EncDecAttention.{hf}.weight": f"cross_attn.{ours}.weight" for hf, ours in ATTENTION.items()})
+        table.update({f"layer.1.EncDecAttention.{hf}.weight": f"cross_attn.{o}.weight" for hf, o in ATTENTION.items()})
         table["layer.1.layer_norm.weight"] = "cross_norm.weight"
         ffn = 2
-    table.update({f"layer.{ffn}.DenseReluDense.{hf}.weight": f"ffn.{ours}.weight" for hf, ours in FFN[config.activation].items()})
+    dense = FFN[config.activation]
+    table.update({f"layer.{ffn}.DenseReluDense.{hf}.weight": f"ffn.{ours}.weight" for hf, ours in dense.items()})
     table[f"layer.{ffn}.layer_norm.weight"] = "ffn_norm.weight"
     return table
 
@@ -74,7 +75,8 @@ def key_map(config: T5Config) -> dict[str, str]:
         for i in range(n):
             for hf, ours in _layer_keys(config, side == "decoder").items():
                 table[f"{side}.block.{i}.{hf}"] = f"{side}.layers.{i}.{ours}"
-        table[f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = f"{side}_bias.embedding.weight"
+        bias_key = f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        table[bias_key] = f"{side}_bias.embedding.weight"
         table[f"{side}.final_layer_norm.weight"] = f"{side}.final_norm.weight"
     if not config.tie_embeddings:
         table[HEAD_KEY] = "lm_head.weight"
@@ -116,13 +118,15 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> T5Config:
         num_buckets=hf.get("relative_attention_num_buckets", 32),
         max_distance=hf.get("relative_attention_max_distance", 128), dropout=hf.get("dropout_rate", 0.1),
         norm_eps=hf.get("layer_norm_epsilon", 1e-6), init_factor=hf.get("initializer_factor", 1.0),
-        pad_token_id=pad, eos_token_id=eos[0] if isinstance(eos, list) else eos, max_seq_len=hf.get("n_positions", 512),
+        pad_token_id=pad, eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        max_seq_len=hf.get("n_positions", 512),
     )  # fmt: skip
     fields.update({k.removeprefix("glassformer_"): v for k, v in hf.items() if k.startswith("glassformer_")})
     if "glassformer_sentinel_start_id" not in hf:  # a file from transformers: Google's vocabulary or an unknown one
         google = fields["vocab_size"] == 32128
         fields["sentinel_start_id"] = 32099 if google else None
-        fields["task_prefixes"] = T5_TASK_PREFIXES if google and fields["tie_embeddings"] else ()  # only 1.0 multi-tasked
+        multitask = google and fields["tie_embeddings"]  # only T5 1.0 was trained on the supervised tasks
+        fields["task_prefixes"] = T5_TASK_PREFIXES if multitask else ()
     fields.update(overrides)
     return T5Config.from_dict(fields, source="T5 config.json")
 

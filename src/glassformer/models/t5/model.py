@@ -16,7 +16,10 @@ Read top to bottom, this is the model:
 Attention is not scaled by ``head_dim**-0.5`` (``attn_scale=1.0``): T5 folds that factor into the
 initial query weights (std ``(dim * head_dim)**-0.5``). The norm is scale-only RMSNorm with its
 statistic in float32, which is T5's ``T5LayerNorm``. With transformers' weights the two give the
-same logits and the same greedy and beam outputs (``tests/models/t5/``).
+same logits and the same greedy and beam outputs (``tests/models/t5/``). In training, dropout
+(``T5Config.dropout``) acts on the embeddings, the attention weights, every residual branch and
+each stack's output, as in T5; T5's one more dropout inside the FFN, after the activation, is left
+out (``glassformer.nn``'s block has none there).
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ class T5(ModelBase):
         _check_tokens(input_ids, self.config.vocab_size, "input_ids")
         b, s = input_ids.shape
         if s == 0 or b == 0:
-            raise ValueError(f"empty source: input_ids has shape {(b, s)}; T5 needs at least one token (end with eos)")
+            raise ValueError(f"empty source: input_ids has shape {(b, s)}; T5 needs at least one token (eos)")
         if attention_mask is not None and attention_mask.shape == input_ids.shape:
             empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
             if empty:
@@ -145,7 +148,7 @@ class T5(ModelBase):
                 f"the source has {s} tokens but this T5 takes at most max_seq_len={self.config.max_seq_len}. T5 has "
                 "no position table; glassformer caps the length because offsets past "
                 f"max_distance={self.config.max_distance} all share one bias bucket (positions blur) and attention "
-                "memory grows with the square of the length. Split the source, or raise T5Config.max_seq_len knowingly"
+                "memory grows with the square of the length. Split the source, or raise T5Config.max_seq_len"
             )
 
     # -- the two stacks ------------------------------------------------------------------------
