@@ -83,20 +83,22 @@ def datasets(quick: bool) -> tuple[ImageClassificationData, ImageClassificationD
     return train, val, ImageClassificationData(test_x, test_y, mean=MEAN, std=STD)
 
 
-def seconds_per_step(model: torch.nn.Module, data: ImageClassificationData, batch_size: int, steps: int = 4) -> float:
-    """Time forward + backward + AdamW on a throwaway copy, to turn minutes into steps."""
+def seconds_per_step(model: torch.nn.Module, data: ImageClassificationData, batch_size: int, steps: int = 5) -> float:
+    """Median time of forward + backward + AdamW on a throwaway copy, on real augmented batches,
+    to turn minutes into steps (runs that are compared measure this at the same moment)."""
     import copy
 
     probe = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-    batch = data.collate([data[i] for i in range(batch_size)])
+    times = []
     for i in range(steps + 1):
-        if i == 1:
-            start = time.perf_counter()
+        start = time.perf_counter()
+        batch = data.collate([data[j] for j in range(i * batch_size, (i + 1) * batch_size)])
         opt.zero_grad()
         probe(**batch).loss.backward()
         opt.step()
-    return (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[steps // 2]
 
 
 @torch.no_grad()
@@ -119,7 +121,7 @@ def train_one(spec: dict[str, Any], out_dir: Path, minutes: float, quick: bool) 
     steps_per_epoch = len(train) // batch
     # the budget pays for the training steps, the evaluations (a forward pass costs about a third of
     # a training step) and 3% for data loading and the checkpoints
-    evals = 8 if not quick else 2
+    evals = spec.get("evals", 8) if not quick else 2
     eval_cost = evals * (len(val) / batch) * per_step / 3
     max_steps = max(20, int((minutes * 60 * 0.97 - eval_cost) / per_step))
     cfg = TrainConfig(
@@ -179,11 +181,11 @@ def run_pair(specs: dict[str, dict[str, Any]], minutes: float, work: Path, quick
     return results
 
 
-SWEEP = {
-    "patch7_depth6": {"kind": "vit", "overrides": {"patch_size": 7}},
-    "patch4_depth4": {"kind": "vit", "overrides": {"n_layers": 4}},
-    "patch4_depth6": {"kind": "vit", "overrides": {}},
-    "patch4_depth8": {"kind": "vit", "overrides": {"n_layers": 8}},
+SWEEP = {  # two evaluations each (half-way and at the end): at a short budget they are costly
+    "patch7_depth6": {"kind": "vit", "overrides": {"patch_size": 7}, "evals": 2},
+    "patch4_depth4": {"kind": "vit", "overrides": {"n_layers": 4}, "evals": 2},
+    "patch4_depth6": {"kind": "vit", "overrides": {}, "evals": 2},
+    "patch4_depth8": {"kind": "vit", "overrides": {"n_layers": 8}, "evals": 2},
 }
 
 
