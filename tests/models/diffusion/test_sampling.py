@@ -115,7 +115,25 @@ def test_the_sample_verb_writes_a_grid(model: DiffusionUNet, tmp_path: Path, cap
     png = tmp_path / "grid.png"
     argv = ["sample", str(tmp_path / "ckpt"), "--class", "sandal", "--n", "4", "--steps", "3", "--guidance", "3",
             "--seed", "0", "--scale", "2", "--out", str(png)]  # fmt: skip
-    assert main(argv) == 0
+    assert main([*argv, "--strip", str(tmp_path / "strip.png"), "--gif", str(tmp_path / "steps.gif")]) == 0
+    assert Image.open(tmp_path / "strip.png").size == (2 * (3 * 18 + 2), 2 * (2 * 18 + 2))  # 3 steps, 2 rows
+    assert Image.open(tmp_path / "steps.gif").n_frames == 4
     assert Image.open(png).size == (2 * (2 * 18 + 2), 2 * (2 * 18 + 2))  # 2x2 tiles of 16 px, 2 px apart
     assert main([*argv[:3], "hat", *argv[4:]]) == 2
     assert "unknown class 'hat'; the classes are: t-shirt" in capsys.readouterr().err
+
+
+def test_strip_and_gif_show_the_denoising(model: DiffusionUNet, tmp_path: Path) -> None:
+    from glassformer.models.diffusion.pictures import save_gif, save_strip, strip
+
+    result = sample(model, 2, steps=12, labels=[3, 4], seed=0, return_trajectory=True)
+    picture = strip(result, index=1, frames=10)
+    assert picture.size == (10 * 18 + 2, 2 * 18 + 2)  # 10 snapshots over their x_0 guesses
+    first = torch.tensor(list(picture.crop((2, 2, 18, 18)).getdata()), dtype=torch.float32).view(16, 16)
+    expected = ((result.trajectory[0, 1, 0].clamp(-1, 1) + 1) * 127.5).round()
+    assert torch.equal(first, expected)  # the first tile is x_T of image 1
+    save_strip(result, tmp_path / "strip.png", index=1)
+    gif = Image.open(save_gif(result, tmp_path / "steps.gif"))
+    assert gif.n_frames == 13
+    with pytest.raises(ValueError, match="return_trajectory=True"):
+        strip(sample(model, 1, steps=2, seed=0))
