@@ -13,6 +13,8 @@ from glassformer.data.span_corruption import (
     corrupt,
     noise_span_counts,
     random_spans_noise_mask,
+    sentinel_ids_from_tokenizer,
+    sentinel_tokens,
     sentinels_from_top,
     split_into_pieces,
     uncorrupt,
@@ -143,3 +145,14 @@ def test_bad_input_is_refused_with_the_reason() -> None:
         SpanCorruptionCollator((999, 1))
     with pytest.raises(ValueError, match="noise_density"):
         SpanCorruptionCollator(SENTINELS, noise_density=1.5)
+
+
+def test_sentinels_by_name_from_a_trained_tokenizer() -> None:
+    """Named last among the specials, <extra_id_0> gets the top id: the two ways to find them agree."""
+    from glassformer.tokenizers import train_bpe
+
+    text = ["a man rides a bike", "ein Mann fährt Rad"] * 20
+    tok = train_bpe(text, 280, special_tokens=["<pad>", "</s>", *sentinel_tokens(8)])
+    assert sentinel_ids_from_tokenizer(tok) == sentinels_from_top(tok.vocab_size, 8)
+    with pytest.raises(ValueError, match="8 sentinel tokens.*wanted 9"):
+        sentinel_ids_from_tokenizer(tok, 9)

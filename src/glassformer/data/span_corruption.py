@@ -20,13 +20,16 @@ The lengths follow T5's code exactly (``t5.data.preprocessors``):
   (:func:`split_into_pieces`) and every input comes out the same length.
 
 Sentinels count down from the top: ``<extra_id_0>`` is the highest id (``T5Config.sentinel_ids``,
-or :func:`sentinels_from_top` of the tokenizer's vocabulary size), or any ids given by name.
+or :func:`sentinels_from_top` of the tokenizer's vocabulary size; :func:`sentinel_tokens` names
+them for a tokenizer trainer so they land there), or the ids a tokenizer gives those names
+(:func:`sentinel_ids_from_tokenizer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +43,29 @@ def sentinels_from_top(vocab_size: int, count: int = 100) -> tuple[int, ...]:
     if count <= 0 or count >= vocab_size:
         raise ValueError(f"{count} sentinels do not fit under vocab_size={vocab_size}")
     return tuple(vocab_size - 1 - i for i in range(count))
+
+
+def sentinel_tokens(count: int = 100) -> list[str]:
+    """``["<extra_id_{count-1}>", ..., "<extra_id_0>"]``: appended last to a tokenizer's special tokens
+    (``train_bpe(..., special_tokens=[..., *sentinel_tokens()])`` puts specials at the top ids in
+    order), ``<extra_id_0>`` gets the highest id, as in T5's vocabulary."""
+    return [f"<extra_id_{i}>" for i in reversed(range(count))]
+
+
+def sentinel_ids_from_tokenizer(tokenizer: Any, count: int | None = None) -> tuple[int, ...]:
+    """The ids of ``<extra_id_0>``, ``<extra_id_1>``, ... by name (all the tokenizer has, or ``count``)."""
+    ids: list[int] = []
+    while count is None or len(ids) < count:
+        token_id = tokenizer.token_to_id(f"<extra_id_{len(ids)}>")
+        if token_id is None:
+            break
+        ids.append(int(token_id))
+    if not ids or (count is not None and len(ids) < count):
+        raise ValueError(
+            f"the tokenizer has {len(ids)} sentinel tokens <extra_id_i> (wanted {count or 'some'}); train it with "
+            "special_tokens=[..., *glassformer.data.span_corruption.sentinel_tokens(n)]"
+        )
+    return tuple(ids)
 
 
 def noise_span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
