@@ -70,11 +70,13 @@ def test_checkpoints_of_other_families_are_refused(tmp_path, capsys):
     (bert / "config.json").write_text(json.dumps({"family": "bert", "vocab_size": 10}))
     with pytest.raises(ValueError, match="holds a 'bert' model; generation needs a decoder-only"):
         load_checkpoint(bert)
-    hf_t5 = tmp_path / "t5"
-    hf_t5.mkdir()
-    (hf_t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    assert main(["generate", str(hf_t5), "--prompt", "x"]) == 2
-    assert "Hugging Face t5 checkpoint; generation reads decoder-only ones" in capsys.readouterr().err
+    hf_vit = tmp_path / "vit"
+    hf_vit.mkdir()
+    (hf_vit / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    assert main(["generate", str(hf_vit), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "Hugging Face vit checkpoint; generation reads decoder-only and encoder-decoder ones" in err
+    assert "t5" in err and "llama" in err
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing")
 

@@ -71,8 +71,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             )
     elif config.model_type not in _hf_types():
         raise ValueError(
-            f"{path} is a Hugging Face {config.model_type or 'unknown'!s} checkpoint; generation reads decoder-only "
-            f"ones of type {', '.join(_hf_types())}"
+            f"{path} is a Hugging Face {config.model_type or 'unknown'!s} checkpoint; generation reads "
+            f"decoder-only and encoder-decoder ones of type {', '.join(_hf_types())}"
         )
     model = open_folder(config)
     return Checkpoint(model.eval(), _tokenizer(path), _chat_template(path), path.name)
