@@ -124,9 +124,11 @@ def test_class_dropout_only_in_training_and_draws_are_seeded() -> None:
     assert torch.equal(first, again)
     dropped = (seen[0] == config.null_class).float().mean()
     assert 0.25 < dropped < 0.75, dropped
+    assert not torch.equal(model(x0, labels).loss, model(x0, labels).loss)  # fresh draws while training
     model.eval()
-    model(x0, labels)
+    evaluated = model(x0, labels).loss
     assert not (seen[-1] == config.null_class).any()
+    assert torch.equal(model(x0, labels).loss, evaluated)  # evaluations compare like with like
 
 
 def test_bad_inputs_name_the_problem() -> None:

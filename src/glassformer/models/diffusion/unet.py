@@ -26,6 +26,7 @@ from glassformer.models.diffusion.config import DiffusionConfig
 from glassformer.models.diffusion.schedule import NoiseSchedule
 from glassformer.nn.attention import MultiHeadAttention
 
+EVAL_SEED = 0  # the draws of every eval-mode loss (see DiffusionUNet.forward)
 MAX_PERIOD = 10_000  # the longest wavelength of the time sinusoid, in steps (as the Transformer's positions)
 
 
@@ -194,10 +195,14 @@ class DiffusionUNet(ModelBase):
         unconditional branch classifier-free guidance needs. The draws come from ``generator``, else
         torch's default CPU generator, which the training engine seeds and checkpoints, so a resumed
         run draws what the uninterrupted one would have; drawing on the CPU keeps the stream the same
-        on every device. ``logits`` holds the prediction.
+        on every device. In eval mode the draws restart from a fixed seed at every call instead: the
+        loss depends strongly on ``t``, and fixed draws make the evaluations of different checkpoints
+        (and so the engine's choice of ``best/``) compare like with like. ``logits`` holds the prediction.
         """
         x0 = self._check_pixels(pixel_values, "pixel_values")
         b, device = x0.shape[0], x0.device
+        if generator is None and not self.training:
+            generator = torch.Generator().manual_seed(EVAL_SEED)
         if timesteps is None:
             timesteps = torch.randint(0, self.config.num_train_timesteps, (b,), generator=generator)
         if noise is None:
