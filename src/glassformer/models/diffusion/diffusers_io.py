@@ -178,7 +178,9 @@ def from_diffusers(folder: str | os.PathLike[str], **overrides: Any) -> Diffusio
 
 
 def save_diffusers(model: DiffusionUNet, folder: str | os.PathLike[str], tokenizer: Any = None) -> Path:
-    """Write the UNet (``config.json``, weights) and its ``scheduler_config.json`` into ``folder``."""
+    """Write the UNet (``config.json``, weights) and its ``scheduler_config.json`` into ``folder``.
+
+    ``tokenizer`` is in the signature every ``Format.save`` shares; a UNet has none, so it is unused."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(config_to_diffusers(model.config), folder / "config.json")
