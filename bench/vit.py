@@ -83,22 +83,20 @@ def datasets(quick: bool) -> tuple[ImageClassificationData, ImageClassificationD
     return train, val, ImageClassificationData(test_x, test_y, mean=MEAN, std=STD)
 
 
-def seconds_per_step(model: torch.nn.Module, data: ImageClassificationData, batch_size: int, steps: int = 5) -> float:
-    """Median time of forward + backward + AdamW on a throwaway copy, on real augmented batches,
-    to turn minutes into steps (runs that are compared measure this at the same moment)."""
+def seconds_per_step(model: torch.nn.Module, data: ImageClassificationData, batch_size: int, out_dir: Path,
+                     steps: int = 20) -> float:
+    """Seconds per optimizer step, from the engine's own throughput over the second half of a short
+    run on a throwaway copy: what the real run pays (augmentation, clipping, logging), warmed up.
+    Runs compared side by side measure it at the same moment."""
     import copy
 
-    probe = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        batch = data.collate([data[j] for j in range(i * batch_size, (i + 1) * batch_size)])
-        opt.zero_grad()
-        probe(**batch).loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[steps // 2]
+    cfg = TrainConfig(out_dir=str(out_dir / "calibrate"), max_steps=steps, batch_size=batch_size, eval_interval=0,
+                      eval_batches=1, log_interval=steps // 2, save_interval=steps, keep_last=1, plot=False,
+                      progress=False, precision="fp32")
+    Trainer(copy.deepcopy(model), cfg, data, None).fit()
+    records = [json.loads(line) for line in (out_dir / "calibrate" / "log.jsonl").read_text().splitlines()]
+    rate = [r["samples_per_s"] for r in records if r.get("kind") == "train"][-1]
+    return batch_size / rate
 
 
 @torch.no_grad()
@@ -111,13 +109,22 @@ def accuracy(model: torch.nn.Module, data: ImageClassificationData, batch_size: 
     return correct / len(data)
 
 
-def train_one(spec: dict[str, Any], out_dir: Path, minutes: float, quick: bool) -> dict[str, Any]:
+def wait_for_siblings(barrier: Path, name: str, count: int) -> None:
+    """Mark this run ready and wait until all ``count`` runs of the group are, so that they time
+    their steps together, each under the load of the others."""
+    (barrier / f"{name}.ready").touch()
+    while len(list(barrier.glob("*.ready"))) < count:
+        time.sleep(0.2)
+
+
+def train_one(spec: dict[str, Any], out_dir: Path, minutes: float, quick: bool, group: tuple[Path, int]) -> dict[str, Any]:
     """Train one spec for ``minutes`` of wall time; score the best validation checkpoint on test."""
     torch.manual_seed(0)
     train, val, test = datasets(quick)
     model = build(spec)
+    wait_for_siblings(group[0], out_dir.name, group[1])
     batch = spec.get("batch_size", 128)
-    per_step = seconds_per_step(model, train, batch)
+    per_step = seconds_per_step(model, train, batch, out_dir)
     steps_per_epoch = len(train) // batch
     # the budget pays for the training steps, the evaluations (a forward pass costs about a third of
     # a training step) and 3% for data loading and the checkpoints
@@ -165,10 +172,14 @@ def eval_curve(log: Path, minutes_per_step: float) -> list[tuple[int, float, flo
 def run_pair(specs: dict[str, dict[str, Any]], minutes: float, work: Path, quick: bool) -> dict[str, Any]:
     """Start one child per spec (one thread each), wait for all, return their results by name."""
     procs = {}
+    barrier = work / "barrier"
+    barrier.mkdir(parents=True, exist_ok=True)
+    for stale in barrier.glob("*.ready"):
+        stale.unlink()
     for name, spec in specs.items():
         out = work / name
         cmd = [sys.executable, __file__, "--child", json.dumps(spec), "--out-dir", str(out),
-               "--minutes", str(minutes)] + (["--quick"] if quick else [])
+               "--minutes", str(minutes), "--group", f"{barrier}:{len(specs)}"] + (["--quick"] if quick else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         log = open(work / f"{name}.log", "w")
         procs[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
@@ -333,11 +344,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         out = Path(args.out_dir)
-        result = train_one(json.loads(args.child), out, args.minutes, args.quick)
+        barrier, count = args.group.rsplit(":", 1)
+        result = train_one(json.loads(args.child), out, args.minutes, args.quick, (Path(barrier), int(count)))
         (out / "result.json").write_text(json.dumps(result, indent=2))
         return
     if args.quick:
