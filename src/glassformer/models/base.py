@@ -1,4 +1,5 @@
-"""What every family's model shares: an output record and glassformer's own save/load format.
+"""What every family's model shares: an output record, glassformer's own save/load format, the
+token-id check at a model's boundary and the encoder-decoder generation contract.
 
 A saved model is a folder with ``config.json`` (the config dataclass plus ``"family"``) and
 ``model.safetensors``. Safetensors holds tensors only, so loading a model never runs code from the
@@ -11,10 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
+import torch
 from torch import Tensor, nn
 
+from glassformer.nn.cache import EncoderDecoderCache, EncoderState, KVCache
 from glassformer.utils.config import ConfigMixin
 from glassformer.utils.weights import (
     CONFIG_NAME,
@@ -92,3 +95,76 @@ class ModelBase(nn.Module):
             raise FileNotFoundError(f"{weights}: weights file not found")
         load_into(model, read_safetensors(weights, device=map_location), source=str(weights))
         return model
+
+
+def check_token_ids(ids: Tensor, vocab_size: int, name: str, fix: str = "") -> None:
+    """Refuse anything but a ``(B, T)`` integer tensor of ids below ``vocab_size``.
+
+    An id past the embedding would fail deep inside ``nn.Embedding`` (or index garbage on some
+    devices), so the check names the tensor, the ids found and ``fix``, a family's advice.
+    """
+    if not isinstance(ids, Tensor) or ids.dim() != 2:
+        shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+        raise ValueError(f"{name} must be (batch, seq_len) token ids, got shape {shape}")
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} holds token ids in [{int(ids.min())}, {int(ids.max())}] but the vocabulary has "
+            f"{vocab_size} entries" + (f": {fix}" if fix else "")
+        )
+
+
+class EncoderDecoderModel(ModelBase):
+    """glassformer.generate's encoder-decoder contract (``generate/decode.py``), written once.
+
+    A family supplies ``encode(ids, mask)`` and ``decode(ids, encoder_hidden, source_mask,
+    target_mask, *, cache)``, both returning a ``StackOutput``, ``logits(hidden)`` and a stack
+    ``self.decoder``; its config has ``max_seq_len``, ``decoder_start_token_id``,
+    ``n_decoder_layers`` and ``n_heads``. A family whose decoding differs (a forced first token,
+    a memo of the cross-attention keys) overrides the method concerned.
+    """
+
+    @property
+    def max_seq_len(self) -> int:
+        """The longest source, and the most decoder positions (``config.max_seq_len``)."""
+        return self.config.max_seq_len
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        """The token every decoder row starts from."""
+        return self.config.decoder_start_token_id
+
+    def new_cache(
+        self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
+    ) -> EncoderDecoderCache:
+        """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values.
+
+        The head size is read off the decoder's attention (T5's need not be ``dim / n_heads``);
+        the dtype and device are those of the weights (quantized linears keep theirs in buffers).
+        """
+        c = self.config
+        length = c.max_seq_len if max_len is None else max_len
+        head_dim = self.decoder.layers[0].attn.head_dim
+        like = next(self.parameters())
+        return EncoderDecoderCache.empty(kind, c.n_decoder_layers, batch_size, c.n_heads, length, head_dim, like=like)
+
+    def encode_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
+        """Run the encoder once: its output and the source mask, which every decoder step attends to."""
+        return EncoderState(self.encode(input_ids, attention_mask).hidden, attention_mask)
+
+    def decode_step(
+        self,
+        decoder_input_ids: Tensor,
+        *,
+        encoder_state: EncoderState,
+        cache: KVCache | None = None,
+        attention_mask: Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> ModelOutput:
+        """Logits ``(B, T or logits_to_keep, V)`` after the decoder inputs (the next ones, with a cache)."""
+        dec = self.decode(
+            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache
+        )
+        h = dec.hidden[:, -logits_to_keep:] if logits_to_keep > 0 else dec.hidden  # (B, T', C)
+        return ModelOutput(logits=self.logits(h), cache=cache)

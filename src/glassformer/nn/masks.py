@@ -37,6 +37,19 @@ def padding_mask(attention_mask: Tensor) -> Tensor:
     return attention_mask.bool()[:, None, None, :]
 
 
+def key_padding_mask(mask: Tensor | None, expected: tuple[int, int], name: str) -> Tensor | None:
+    """A model's ``(B, T)`` 1/0 mask argument ``name`` -> ``(B, 1, 1, T)`` bool, checked first.
+
+    ``expected`` is ``(batch, keys)``; with a KV cache the keys are the cached tokens plus the
+    new ones, which a mask cut to the new tokens alone would silently misalign.
+    """
+    if mask is None:
+        return None
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected} (batch, keys), got {tuple(mask.shape)}")
+    return padding_mask(mask)
+
+
 def combine_masks(*masks: Tensor | None) -> Tensor | None:
     """Logical AND of the given boolean masks (``None`` entries are skipped)."""
     out: Tensor | None = None

@@ -69,9 +69,9 @@ def test_cached_decoding_equals_recomputation(strategy: str) -> None:
 def test_tied_head_is_the_rescaled_embedding_and_untied_is_its_own() -> None:
     tied, untied = _tiny("t5-small-tiny"), _tiny("t5-v1_1-small-tiny")
     h = torch.randn(2, 3, 32)
-    torch.testing.assert_close(tied.head(h), h @ tied.shared.weight.T / math.sqrt(32))
+    torch.testing.assert_close(tied.logits(h), h @ tied.shared.weight.T / math.sqrt(32))
     assert tied.lm_head is None and untied.lm_head is not None
-    torch.testing.assert_close(untied.head(h), h @ untied.lm_head.weight.T)
+    torch.testing.assert_close(untied.logits(h), h @ untied.lm_head.weight.T)
     assert not any(b is not None for _, m in untied.named_modules() for b in [getattr(m, "bias", None)]
                    if isinstance(m, torch.nn.Linear))  # fmt: skip  # T5 has no biases
 

@@ -21,17 +21,17 @@ forced to ``<s>`` (``forced_bos_token_id``), as transformers' generation setting
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.models.bart.config import POSITION_OFFSET, BartConfig
-from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
+from glassformer.models.base import IGNORE_INDEX, EncoderDecoderModel, ModelOutput
 from glassformer.nn.blocks import StackOutput, TransformerStack
 from glassformer.nn.cache import EncoderDecoderCache, EncoderState, KVCache
-from glassformer.nn.masks import padding_mask
+from glassformer.nn.masks import key_padding_mask
 from glassformer.nn.norms import LayerNorm
 from glassformer.nn.positional import LearnedPositionalEmbedding
 
@@ -72,16 +72,7 @@ def _check_ids(ids: Tensor, config: BartConfig, name: str, past: int = 0) -> Non
         )
 
 
-def _key_mask(mask: Tensor | None, expected: tuple[int, int], name: str) -> Tensor | None:
-    """``(B, T)`` 1/0 mask -> ``(B, 1, 1, T)`` bool key mask (True = a real token)."""
-    if mask is None:
-        return None
-    if tuple(mask.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected} (batch, keys), got {tuple(mask.shape)}")
-    return padding_mask(mask)
-
-
-class Bart(ModelBase):
+class Bart(EncoderDecoderModel):
     """BART's encoder-decoder: denoising pretraining, then summarisation or translation."""
 
     family = "bart"
@@ -137,7 +128,7 @@ class Bart(ModelBase):
     ) -> StackOutput:
         """Source ids ``(B, S)`` (right-padded) -> encoder states ``(B, S, C)`` (``.hidden``)."""
         _check_ids(input_ids, self.config, "input_ids")
-        mask = _key_mask(attention_mask, tuple(input_ids.shape), "attention_mask")
+        mask = key_padding_mask(attention_mask, tuple(input_ids.shape), "attention_mask")
         x = self._embed(input_ids, self.encoder_positions, self.encoder_embed_norm)  # (B, S, C)
         return self.encoder(x, mask=mask, return_weights=return_weights)
 
@@ -161,8 +152,8 @@ class Bart(ModelBase):
         past = cache.seq_len() if cache is not None else 0
         _check_ids(decoder_input_ids, self.config, "decoder_input_ids", past)
         b, t = decoder_input_ids.shape
-        self_mask = _key_mask(decoder_attention_mask, (b, past + t), "decoder_attention_mask")
-        context_mask = _key_mask(attention_mask, tuple(encoder_hidden.shape[:2]), "attention_mask")
+        self_mask = key_padding_mask(decoder_attention_mask, (b, past + t), "decoder_attention_mask")
+        context_mask = key_padding_mask(attention_mask, tuple(encoder_hidden.shape[:2]), "attention_mask")
         x = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embed_norm, past)  # (B, T, C)
         self_cache, cross_cache = cache, None
         if isinstance(cache, EncoderDecoderCache):
@@ -246,37 +237,7 @@ class Bart(ModelBase):
                 f"build the model with vocab_size={size} or use the tokenizer it was trained with"
             )
 
-    # -- inference: glassformer.generate's encoder-decoder contract (generate/decode.py) ----------
-
-    @property
-    def max_seq_len(self) -> int:
-        """The longest source, and the most decoder positions (each side has its own table)."""
-        return self.config.max_seq_len
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        """``</s>``: BART's decoder inputs are the labels shifted right after it."""
-        return self.config.decoder_start_token_id
-
-    def new_cache(
-        self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
-    ) -> EncoderDecoderCache:
-        """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
-        c = self.config
-        length = c.max_seq_len if max_len is None else max_len
-        return EncoderDecoderCache.empty(
-            kind,
-            c.n_decoder_layers,
-            batch_size,
-            c.n_heads,
-            length,
-            c.dim // c.n_heads,
-            like=self.embed_tokens.weight,
-        )
-
-    def encode_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
-        """Run the encoder once: its states and the source mask, which every decoder step attends to."""
-        return EncoderState(self.encode(input_ids, attention_mask).hidden, attention_mask)
+    # -- inference: EncoderDecoderModel's contract, the first prediction forced ------------------
 
     def decode_step(
         self,
@@ -294,14 +255,14 @@ class Bart(ModelBase):
         ``ForcedBOSTokenLogitsProcessor`` does when the decoder holds only its start token.
         """
         past = cache.seq_len() if cache is not None else 0
-        dec = self.decode(
-            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache
-        )
-        h = dec.hidden[:, -logits_to_keep:] if logits_to_keep > 0 else dec.hidden  # (B, T', C)
-        logits = self.logits(h)  # (B, T', V)
-        first = past + decoder_input_ids.shape[1] - h.shape[1]  # position of the first kept row
+        out = super().decode_step(
+            decoder_input_ids, encoder_state=encoder_state, cache=cache, attention_mask=attention_mask,
+            logits_to_keep=logits_to_keep,
+        )  # fmt: skip
+        logits = out.logits  # (B, T', V)
+        first = past + decoder_input_ids.shape[1] - logits.shape[1]  # position of the first kept row
         forced = self.config.forced_bos_token_id
         if forced is not None and first == 0:
             logits[:, 0] = float("-inf")
             logits[:, 0, forced] = 0.0
-        return ModelOutput(logits=logits, cache=cache)
+        return out

@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
+from glassformer.models.base import IGNORE_INDEX, EncoderDecoderModel, ModelOutput, check_token_ids
 from glassformer.models.t5.config import T5Config, check_task_prefix, check_tokenizer
 from glassformer.nn.blocks import StackOutput, TransformerStack
-from glassformer.nn.cache import EncoderDecoderCache, EncoderState, KVCache
-from glassformer.nn.masks import padding_mask
+from glassformer.nn.cache import EncoderDecoderCache, KVCache
+from glassformer.nn.masks import key_padding_mask
 from glassformer.nn.positional import RelativePositionBias
 
 
@@ -62,30 +62,18 @@ class TanhGELU(nn.Module):
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
-def _check_tokens(tokens: Tensor, vocab_size: int, name: str) -> None:
-    if tokens.dim() != 2:
-        raise ValueError(f"{name} must be (batch, seq_len) token ids, got shape {tuple(tokens.shape)}")
-    if tokens.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise ValueError(
-            f"{name} holds token ids in [{int(tokens.min())}, {int(tokens.max())}] but the model's embedding has "
-            f"vocab_size={vocab_size} rows: the tokenizer does not fit this model (use the model's own "
-            "tokenizer, or build the model with a larger T5Config.vocab_size)"
-        )
+_VOCAB_FIX = (
+    "the tokenizer does not fit this model (use the model's own tokenizer, "
+    "or build the model with a larger T5Config.vocab_size)"
+)
 
 
-def _key_mask(mask: Tensor | None, expected: tuple[int, int], name: str) -> Tensor | None:
-    """``(B, T)`` 1/0 mask -> ``(B, 1, 1, T)`` bool key mask (True = a real token)."""
-    if mask is None:
-        return None
-    if tuple(mask.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected} (batch, keys), got {tuple(mask.shape)}")
-    return padding_mask(mask)
+class T5(EncoderDecoderModel):
+    """The text-to-text encoder-decoder: T5 1.0 (ReLU, tied head) and 1.1 (gated-GELU, own head).
 
-
-class T5(ModelBase):
-    """The text-to-text encoder-decoder: T5 1.0 (ReLU, tied head) and 1.1 (gated-GELU, own head)."""
+    ``generate`` drives it through :class:`EncoderDecoderModel`'s contract: decoding starts from
+    the pad token (``T5Config.decoder_start_token_id``).
+    """
 
     family = "t5"
     config_class = T5Config
@@ -135,7 +123,7 @@ class T5(ModelBase):
 
     def _check_source(self, input_ids: Tensor, attention_mask: Tensor | None) -> None:
         """Ids in the vocabulary, not empty, not past the length cap (see ``T5Config.max_seq_len``)."""
-        _check_tokens(input_ids, self.config.vocab_size, "input_ids")
+        check_token_ids(input_ids, self.config.vocab_size, "input_ids", _VOCAB_FIX)
         b, s = input_ids.shape
         if s == 0 or b == 0:
             raise ValueError(f"empty source: input_ids has shape {(b, s)}; T5 needs at least one token (eos)")
@@ -158,7 +146,7 @@ class T5(ModelBase):
     ) -> StackOutput:
         """Source ids ``(B, S)`` -> encoder output ``(B, S, C)`` (``.hidden``), and per-layer weights if asked."""
         self._check_source(input_ids, attention_mask)
-        key_mask = _key_mask(attention_mask, tuple(input_ids.shape), "attention_mask")
+        key_mask = key_padding_mask(attention_mask, tuple(input_ids.shape), "attention_mask")
         s = input_ids.shape[1]
         x = self.dropout(self.shared(input_ids))  # (B, S, C)
         bias = self.encoder_bias(s, s)  # (1, H, S, S), shared by every layer
@@ -183,11 +171,11 @@ class T5(ModelBase):
         tokens together. An :class:`EncoderDecoderCache` keeps each layer's cross-attention keys
         and values from the first call on.
         """
-        _check_tokens(decoder_input_ids, self.config.vocab_size, "decoder_input_ids")
+        check_token_ids(decoder_input_ids, self.config.vocab_size, "decoder_input_ids", _VOCAB_FIX)
         past = cache.seq_len() if cache is not None else 0
         b, t = decoder_input_ids.shape
-        self_mask = _key_mask(decoder_attention_mask, (b, past + t), "decoder_attention_mask")
-        context_mask = _key_mask(attention_mask, tuple(encoder_hidden.shape[:2]), "attention_mask")
+        self_mask = key_padding_mask(decoder_attention_mask, (b, past + t), "decoder_attention_mask")
+        context_mask = key_padding_mask(attention_mask, tuple(encoder_hidden.shape[:2]), "attention_mask")
         x = self.dropout(self.shared(decoder_input_ids))  # (B, T, C)
         bias = self.decoder_bias(t, past + t)  # (1, H, T, past + T)
         self_cache, cross_cache = cache, None
@@ -200,7 +188,7 @@ class T5(ModelBase):
         out.hidden = self.dropout(out.hidden)  # (B, T, C)
         return out
 
-    def head(self, hidden: Tensor) -> Tensor:
+    def logits(self, hidden: Tensor) -> Tensor:
         """Decoder states ``(B, T, C)`` -> logits ``(B, T, V)``: tied and rescaled (1.0) or own head (1.1)."""
         if self.lm_head is None:
             return F.linear(hidden * self.config.dim**-0.5, self.shared.weight)
@@ -232,7 +220,7 @@ class T5(ModelBase):
         dec = self.decode(
             decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask, return_weights=return_weights
         )
-        logits = self.head(dec.hidden)  # (B, T, V)
+        logits = self.logits(dec.hidden)  # (B, T, V)
         loss, metrics = None, {}
         if labels is not None:
             if labels.shape != decoder_input_ids.shape:
@@ -276,45 +264,3 @@ class T5(ModelBase):
         if texts:
             check_task_prefix(self.config, prefix + texts[0])
         return [tokenizer.encode(prefix + t) + [self.config.eos_token_id] for t in texts]
-
-    # -- inference: glassformer.generate's encoder-decoder contract (generate/decode.py) ----------
-
-    @property
-    def max_seq_len(self) -> int:
-        """The longest source, and the most decoder positions: a cap, not a table (``T5Config.max_seq_len``)."""
-        return self.config.max_seq_len
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        """T5 starts decoding from the pad token."""
-        return self.config.decoder_start_token_id
-
-    def new_cache(
-        self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
-    ) -> EncoderDecoderCache:
-        """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
-        c = self.config
-        length = c.max_seq_len if max_len is None else max_len
-        return EncoderDecoderCache.empty(
-            kind, c.n_decoder_layers, batch_size, c.n_heads, length, c.head_dim, like=self.shared.weight
-        )
-
-    def encode_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
-        """Run the encoder once: its output and the source mask, which every decoder step attends to."""
-        return EncoderState(self.encode(input_ids, attention_mask).hidden, attention_mask)
-
-    def decode_step(
-        self,
-        decoder_input_ids: Tensor,
-        *,
-        encoder_state: EncoderState,
-        cache: KVCache | None = None,
-        attention_mask: Tensor | None = None,
-        logits_to_keep: int = 0,
-    ) -> ModelOutput:
-        """Logits ``(B, T or logits_to_keep, V)`` after the decoder inputs (the next ones, with a cache)."""
-        dec = self.decode(
-            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache
-        )
-        h = dec.hidden[:, -logits_to_keep:] if logits_to_keep > 0 else dec.hidden  # (B, T', C)
-        return ModelOutput(logits=self.head(h), cache=cache)

@@ -22,17 +22,17 @@ The presets (``transformer-base``, the paper's base model, and its tiny twin) ar
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from glassformer.generate import generate
-from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
+from glassformer.models.base import IGNORE_INDEX, EncoderDecoderModel, ModelOutput, check_token_ids
 from glassformer.models.transformer.config import TransformerConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
-from glassformer.nn.cache import EncoderDecoderCache, EncoderState, KVCache
-from glassformer.nn.masks import padding_mask
+from glassformer.nn.cache import EncoderDecoderCache, KVCache
+from glassformer.nn.masks import key_padding_mask
 from glassformer.nn.positional import SinusoidalPositionalEncoding
 
 
@@ -47,29 +47,12 @@ class Generator(nn.Module):
         return self.proj(h)
 
 
-def _check_tokens(tokens: Tensor, vocab_size: int, name: str) -> None:
-    if tokens.dim() != 2:
-        raise ValueError(f"{name} must be (batch, seq_len) token ids, got shape {tuple(tokens.shape)}")
-    if tokens.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise ValueError(
-            f"{name} holds token ids in [{int(tokens.min())}, {int(tokens.max())}] but the vocabulary "
-            f"has {vocab_size} entries"
-        )
+class Transformer(EncoderDecoderModel):
+    """Encoder-decoder for sequence-to-sequence tasks such as translation.
 
-
-def _check_attention_mask(mask: Tensor | None, expected: tuple[int, int], name: str) -> Tensor | None:
-    """``(B, T)`` 1/0 mask -> ``(B, 1, 1, T)`` bool key mask (True = a real token)."""
-    if mask is None:
-        return None
-    if tuple(mask.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected} (batch, keys), got {tuple(mask.shape)}")
-    return padding_mask(mask)
-
-
-class Transformer(ModelBase):
-    """Encoder-decoder for sequence-to-sequence tasks such as translation."""
+    ``generate`` drives it through :class:`EncoderDecoderModel`'s contract; ``max_seq_len`` bounds
+    the source and the target alike (one sinusoidal table serves both).
+    """
 
     family = "transformer"
     config_class = TransformerConfig
@@ -108,12 +91,12 @@ class Transformer(ModelBase):
 
     def embed_source(self, src: Tensor) -> Tensor:
         """``(B, S)`` ids -> ``(B, S, C)``: ``embedding * sqrt(dim) + sinusoid``, then dropout."""
-        _check_tokens(src, self.config.vocab_size, "src")
+        check_token_ids(src, self.config.vocab_size, "src")
         return self.positions(self.src_embed(src) * self.embed_scale)
 
     def embed_target(self, tgt: Tensor, offset: int = 0) -> Tensor:
         """Like :meth:`embed_source`; ``offset`` is the position of ``tgt[:, 0]`` (cached tokens)."""
-        _check_tokens(tgt, self.config.tgt_vocab_size, "tgt")
+        check_token_ids(tgt, self.config.tgt_vocab_size, "tgt")
         return self.positions(self.tgt_embed(tgt) * self.embed_scale, offset=offset)
 
     # -- the two stacks ------------------------------------------------------------------------
@@ -122,7 +105,7 @@ class Transformer(ModelBase):
         self, src: Tensor, src_attention_mask: Tensor | None = None, *, return_weights: bool = False
     ) -> StackOutput:
         """Source ids ``(B, S)`` -> memory ``(B, S, C)`` (``.hidden``), and per-layer weights if asked."""
-        key_mask = _check_attention_mask(src_attention_mask, tuple(src.shape), "src_attention_mask")
+        key_mask = key_padding_mask(src_attention_mask, tuple(src.shape), "src_attention_mask")
         x = self.embed_source(src)  # (B, S, C)
         return self.encoder(x, mask=key_mask, return_weights=return_weights)
 
@@ -145,8 +128,8 @@ class Transformer(ModelBase):
         """
         past = cache.seq_len() if cache is not None else 0
         b, t = tgt.shape
-        self_mask = _check_attention_mask(tgt_attention_mask, (b, past + t), "tgt_attention_mask")
-        context_mask = _check_attention_mask(src_attention_mask, tuple(memory.shape[:2]), "src_attention_mask")
+        self_mask = key_padding_mask(tgt_attention_mask, (b, past + t), "tgt_attention_mask")
+        context_mask = key_padding_mask(src_attention_mask, tuple(memory.shape[:2]), "src_attention_mask")
         x = self.embed_target(tgt, offset=past)  # (B, T, C)
         self_cache, cross_cache = cache, None
         if isinstance(cache, EncoderDecoderCache):
@@ -155,6 +138,10 @@ class Transformer(ModelBase):
             x, mask=self_mask, is_causal=True, cache=self_cache, context=memory, context_mask=context_mask,
             context_cache=cross_cache, return_weights=return_weights,
         )
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Decoder states ``(B, T, C)`` -> logits ``(B, T, V)`` through the generator."""
+        return self.generator(hidden)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -175,7 +162,7 @@ class Transformer(ModelBase):
         """
         memory = self.encode(src, src_attention_mask).hidden  # (B, S, C)
         dec = self.decode(tgt, memory, src_attention_mask, tgt_attention_mask, return_weights=return_weights)
-        logits = self.generator(dec.hidden)  # (B, T, V)
+        logits = self.logits(dec.hidden)  # (B, T, V)
         loss, metrics = None, {}
         if labels is not None:
             if labels.shape != tgt.shape:
@@ -209,47 +196,12 @@ class Transformer(ModelBase):
         }
         return loss, metrics
 
-    # -- inference: glassformer.generate's encoder-decoder contract (generate/decode.py) ----------
-
-    @property
-    def max_seq_len(self) -> int:
-        """The longest source, and the most target positions (one sinusoidal table serves both)."""
-        return self.config.max_seq_len
+    # -- inference: glassformer.generate's encoder-decoder contract (EncoderDecoderModel) -----------
 
     @property
     def decoder_start_token_id(self) -> int:
         """Every translation starts from ``bos_token_id`` (the decoder input of training, shifted right)."""
         return self.config.bos_token_id
-
-    def new_cache(
-        self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
-    ) -> EncoderDecoderCache:
-        """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
-        c = self.config
-        length = c.max_seq_len if max_len is None else max_len
-        return EncoderDecoderCache.empty(
-            kind, c.n_decoder_layers, batch_size, c.n_heads, length, c.dim // c.n_heads, like=self.tgt_embed.weight
-        )
-
-    def encode_for_generation(self, src: Tensor, src_attention_mask: Tensor | None = None) -> EncoderState:
-        """Run the encoder once: its output and the source mask, which every decoder step attends to."""
-        return EncoderState(self.encode(src, src_attention_mask).hidden, src_attention_mask)
-
-    def decode_step(
-        self,
-        decoder_input_ids: Tensor,
-        *,
-        encoder_state: EncoderState,
-        cache: KVCache | None = None,
-        attention_mask: Tensor | None = None,
-        logits_to_keep: int = 0,
-    ) -> ModelOutput:
-        """Logits ``(B, T or logits_to_keep, V)`` after the decoder inputs (the next ones, with a cache)."""
-        dec = self.decode(
-            decoder_input_ids, encoder_state.hidden, encoder_state.attention_mask, attention_mask, cache=cache
-        )
-        h = dec.hidden[:, -logits_to_keep:] if logits_to_keep > 0 else dec.hidden  # (B, T', C)
-        return ModelOutput(logits=self.generator(h), cache=cache)
 
     def greedy_translate(
         self, src: Tensor, src_attention_mask: Tensor | None = None, max_new_tokens: int | None = None

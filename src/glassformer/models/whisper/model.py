@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.models.base import IGNORE_INDEX, ModelBase, ModelOutput
+from glassformer.models.base import IGNORE_INDEX, EncoderDecoderModel, ModelOutput, check_token_ids
 from glassformer.models.whisper.config import WhisperConfig
 from glassformer.nn.blocks import StackOutput, TransformerStack
 from glassformer.nn.cache import (
@@ -65,19 +65,6 @@ def _drop_key_bias(stack: TransformerStack) -> None:
                 attn.k_proj = nn.Linear(old.in_features, old.out_features, bias=False)
 
 
-def _check_tokens(ids: Tensor, vocab_size: int, name: str) -> None:
-    if not isinstance(ids, Tensor) or ids.dim() != 2:
-        shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
-        raise ValueError(f"{name} must be (batch, seq_len) token ids, got {shape}")
-    if ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(
-            f"{name} holds token ids in [{int(ids.min())}, {int(ids.max())}] but the vocabulary has "
-            f"{vocab_size} entries"
-        )
-
-
 def shift_right(labels: Tensor, start_token_id: int, pad_token_id: int) -> Tensor:
     """Decoder inputs for teacher forcing: ``[start] + labels[:-1]``, ignored labels read as padding.
 
@@ -89,7 +76,7 @@ def shift_right(labels: Tensor, start_token_id: int, pad_token_id: int) -> Tenso
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_token_id)
 
 
-class Whisper(ModelBase):
+class Whisper(EncoderDecoderModel):
     """Encoder-decoder speech recogniser: log-mel features in, transcript tokens out."""
 
     family = "whisper"
@@ -201,7 +188,7 @@ class Whisper(ModelBase):
         is ``(B, S)`` over encoder positions (1 = real). ``context_cache`` keeps the audio's
         cross-attention keys/values when ``cache`` is not an ``EncoderDecoderCache`` (which has its own).
         """
-        _check_tokens(decoder_input_ids, self.config.vocab_size, "decoder_input_ids")
+        check_token_ids(decoder_input_ids, self.config.vocab_size, "decoder_input_ids")
         past = cache.seq_len() if cache is not None else 0
         b, t = decoder_input_ids.shape
         if past + t > self.config.max_seq_len:
@@ -253,7 +240,7 @@ class Whisper(ModelBase):
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass labels (the transcript tokens) or decoder_input_ids: the decoder needs input")
-            _check_tokens(labels.masked_fill(labels == IGNORE_INDEX, 0), c.vocab_size, "labels")
+            check_token_ids(labels.masked_fill(labels == IGNORE_INDEX, 0), c.vocab_size, "labels")
             decoder_input_ids = shift_right(labels, c.decoder_start_token_id, c.pad_token_id)
         enc = self.encode(input_features, attention_mask)
         audio_mask = self._position_mask(attention_mask, input_features)
@@ -282,27 +269,7 @@ class Whisper(ModelBase):
         hits = (flat.argmax(-1) == gold) & valid
         return loss, {"accuracy": (hits.sum() / valid.sum().clamp(min=1)).detach()}
 
-    # -- inference: glassformer.generate's encoder-decoder contract (generate/decode.py) ----------
-
-    @property
-    def max_seq_len(self) -> int:
-        """The most decoder positions (448 in every Whisper)."""
-        return self.config.max_seq_len
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        """``<|startoftranscript|>``: the first decoder token of every transcript."""
-        return self.config.decoder_start_token_id
-
-    def new_cache(
-        self, batch_size: int, max_len: int | None = None, kind: Literal["dynamic", "static"] = "dynamic"
-    ) -> EncoderDecoderCache:
-        """An empty decoder cache: self-attention (``kind``) plus the cross-attention keys/values."""
-        c = self.config
-        length = c.max_seq_len if max_len is None else max_len
-        return EncoderDecoderCache.empty(
-            kind, c.n_decoder_layers, batch_size, c.n_heads, length, c.dim // c.n_heads, like=self.token_embedding.weight
-        )
+    # -- inference: EncoderDecoderModel's contract, with the audio's position mask and a memo ----
 
     def encode_for_generation(self, input_features: Tensor, attention_mask: Tensor | None = None) -> EncoderState:
         """Run the encoder once; its states and position mask are what every decoder step attends to."""
