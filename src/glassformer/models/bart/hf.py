@@ -31,15 +31,11 @@ from torch import Tensor
 from glassformer.models.bart.config import BartConfig
 from glassformer.models.bart.model import Bart
 from glassformer.utils.weights import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     WeightsError,
     load_into,
-    read_config,
+    read_hf_folder,
     read_safetensors,
-    resolve,
-    write_json,
-    write_safetensors,
+    write_hf_folder,
 )
 
 ARCHITECTURE = "BartForConditionalGeneration"
@@ -210,13 +206,8 @@ def _generation_settings(folder: Path) -> dict[str, Any]:
 
 def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> Bart:
     """Load a transformers BART folder (``model_type`` "bart") strictly; ``overrides`` change config fields."""
-    folder = resolve(name_or_path)
-    folder_config = read_config(folder)
-    if folder_config.kind == "glassformer":
-        raise ValueError(
-            f"{folder} is a glassformer {folder_config.family} folder, not a Hugging Face one; "
-            "open it with glassformer.models.load_model"
-        )
+    folder_config = read_hf_folder(name_or_path)
+    folder = folder_config.folder
     config = config_from_hf(folder_config.data, _generation_settings(Path(folder)), **overrides)
     model = Bart(config)
     state = read_safetensors(folder)
@@ -228,12 +219,7 @@ def save_pretrained(model: Bart, folder: str | os.PathLike[str], tokenizer: Any 
     """Write ``config.json`` + ``model.safetensors`` in transformers' layout (and the tokenizer, if given)."""
     if tokenizer is not None:
         model.check_tokenizer(tokenizer)
-    folder = Path(folder)
-    write_json(config_to_hf(model.config), folder / CONFIG_NAME)
-    write_safetensors(state_dict_to_hf(model), folder / WEIGHTS_NAME)
-    if tokenizer is not None:
-        tokenizer.save(folder)
-    return folder
+    return write_hf_folder(folder, config_to_hf(model.config), state_dict_to_hf(model), tokenizer)
 
 
 __all__ = [

@@ -21,8 +21,11 @@ from torch import Tensor
 from glassformer.models.bert.config import BertConfig
 from glassformer.models.bert.model import Bert
 from glassformer.utils.weights import (
-    CONFIG_NAME, WEIGHTS_NAME, WeightsError, load_into, read_config, read_safetensors, resolve, write_json,
-    write_safetensors,
+    WeightsError,
+    load_into,
+    read_hf_folder,
+    read_safetensors,
+    write_hf_folder,
 )
 
 # HF encoder key -> our key; "{}" is the layer number.
@@ -261,13 +264,8 @@ def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> B
     checkpoint's own head is left out; both are named in a warning. Any other missing, unexpected
     or mis-shaped weight is an error that names it.
     """
-    folder = resolve(name_or_path)
-    folder_config = read_config(folder)
-    if folder_config.kind == "glassformer":
-        raise ValueError(
-            f"{folder} is a glassformer {folder_config.family} folder, not a Hugging Face one; "
-            "open it with glassformer.models.load_model"
-        )
+    folder_config = read_hf_folder(name_or_path)
+    folder = folder_config.folder
     config = config_from_hf(folder_config.data, **overrides)
     state = read_safetensors(folder)
     if "pooler" not in overrides and not config.pooler and any(k.endswith("pooler.dense.weight") for k in state):
@@ -290,9 +288,5 @@ def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> B
 
 def save_pretrained(model: Bert, folder: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in the HF layout (and the vocabulary, if given)."""
-    folder = Path(folder)
-    write_json(config_to_hf(model.config), folder / CONFIG_NAME)
-    write_safetensors(state_dict_to_hf(model), folder / WEIGHTS_NAME)
-    if tokenizer is not None:
-        tokenizer.save(folder)  # tokenizer.json, tokenizer_config.json and vocab.txt
-    return folder
+    # a glassformer tokenizer writes tokenizer.json, tokenizer_config.json and vocab.txt
+    return write_hf_folder(folder, config_to_hf(model.config), state_dict_to_hf(model), tokenizer)

@@ -35,9 +35,7 @@ from torch import Tensor
 
 from glassformer.models.gpt.config import GEMMA3_STYLE, GPTConfig
 from glassformer.models.gpt.model import GPT
-from glassformer.utils.weights import (
-    CONFIG_NAME, WEIGHTS_NAME, read_config, read_safetensors, resolve, write_json, write_safetensors,
-)
+from glassformer.utils.weights import CONFIG_NAME, read_hf_folder, read_safetensors, resolve, write_hf_folder
 
 # A value that is a tuple means the Hugging Face tensor is our tensors concatenated along the
 # output dimension (GPT-2's fused q/k/v). "{}" stands for the layer number.
@@ -583,13 +581,8 @@ def from_pretrained(
     model (what :func:`save_pretrained` writes for ``bias=False``); True keeps such zeros as
     trainable biases; False refuses a checkpoint whose biases are not all zero.
     """
-    directory = resolve(path_or_hub_id, revision, allow_patterns=HUB_FILES)
-    folder = read_config(directory)
-    if folder.kind == "glassformer":
-        raise ValueError(
-            f"{directory} is a glassformer {folder.family} folder, not a Hugging Face one; "
-            "open it with glassformer.models.load_model"
-        )
+    folder = read_hf_folder(path_or_hub_id, revision, allow_patterns=HUB_FILES)
+    directory = folder.folder
     config = config_from_hf(folder.data, source=str(directory / CONFIG_NAME))
     arch = folder.data["model_type"]
     hf_state = _normalise(read_safetensors(directory), arch, folder.data)
@@ -617,13 +610,4 @@ def save_pretrained(model: GPT, directory: str | os.PathLike[str], tokenizer: An
 
     A ``tokenizer`` with a ``save_pretrained`` or ``save`` method is written alongside.
     """
-    directory = Path(directory)
-    hf_config = config_to_hf(model.config)
-    write_safetensors(state_dict_to_hf(model), directory / WEIGHTS_NAME)
-    write_json(hf_config, directory / CONFIG_NAME)
-    if tokenizer is not None:
-        saver = getattr(tokenizer, "save_pretrained", None) or getattr(tokenizer, "save", None)
-        if saver is None:
-            raise TypeError(f"cannot save a tokenizer of type {type(tokenizer).__name__}: no save method")
-        saver(directory)
-    return directory
+    return write_hf_folder(directory, config_to_hf(model.config), state_dict_to_hf(model), tokenizer)

@@ -32,15 +32,11 @@ from torch import Tensor
 from glassformer.models.t5.config import T5_TASK_PREFIXES, T5Config
 from glassformer.models.t5.model import T5
 from glassformer.utils.weights import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     WeightsError,
     load_into,
-    read_config,
+    read_hf_folder,
     read_safetensors,
-    resolve,
-    write_json,
-    write_safetensors,
+    write_hf_folder,
 )
 
 ARCHITECTURE = "T5ForConditionalGeneration"
@@ -195,21 +191,11 @@ def architecture(config: T5Config) -> str:
 
 def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> T5:
     """Load a transformers T5 folder (``model_type`` "t5") strictly; ``overrides`` change config fields."""
-    folder = resolve(name_or_path)
-    folder_config = read_config(folder)
-    if folder_config.kind == "glassformer":
-        raise ValueError(
-            f"{folder} is a glassformer {folder_config.family} folder, not a Hugging Face one; "
-            "open it with glassformer.models.load_model"
-        )
+    folder_config = read_hf_folder(name_or_path)
+    folder = folder_config.folder
     return from_hf_state(read_safetensors(folder), folder_config.data, source=str(folder), **overrides)
 
 
 def save_pretrained(model: T5, folder: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in transformers' layout (and the tokenizer, if given)."""
-    folder = Path(folder)
-    write_json(config_to_hf(model.config), folder / CONFIG_NAME)
-    write_safetensors(state_dict_to_hf(model), folder / WEIGHTS_NAME)
-    if tokenizer is not None:
-        tokenizer.save(folder)
-    return folder
+    return write_hf_folder(folder, config_to_hf(model.config), state_dict_to_hf(model), tokenizer)

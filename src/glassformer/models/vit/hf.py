@@ -21,15 +21,11 @@ from torch import Tensor
 from glassformer.models.vit.config import ViTConfig
 from glassformer.models.vit.model import ViT
 from glassformer.utils.weights import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     WeightsError,
     load_into,
-    read_config,
+    read_hf_folder,
     read_safetensors,
-    resolve,
-    write_json,
-    write_safetensors,
+    write_hf_folder,
 )
 
 # HF file key (without the "vit." prefix) -> our key; "{}" is the block number.
@@ -180,13 +176,8 @@ def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> V
     ``overrides`` change config fields. Another ``num_labels`` (fine-tuning an ImageNet model on
     Fashion-MNIST) is the explicit opt-in for a freshly initialised head, named in a warning; any
     other missing, unexpected or mis-shaped weight is an error that names it."""
-    folder = resolve(name_or_path)
-    folder_config = read_config(folder)
-    if folder_config.kind == "glassformer":
-        raise ValueError(
-            f"{folder} is a glassformer {folder_config.family} folder, not a Hugging Face one; "
-            "open it with glassformer.models.load_model"
-        )
+    folder_config = read_hf_folder(name_or_path)
+    folder = folder_config.folder
     state = read_safetensors(folder)
     if "pooler" not in overrides:  # a ViTModel's pooler, unless saved without one or replaced by a new head
         has_pooler = any(k.endswith("pooler.dense.weight") for k in state)
@@ -211,8 +202,4 @@ def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> V
 
 def save_pretrained(model: ViT, folder: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in the HF layout (``tokenizer`` is unused: images)."""
-    folder = Path(folder)
-    config = config_to_hf(model.config)  # raises before anything is written
-    write_json(config, folder / CONFIG_NAME)
-    write_safetensors(state_dict_to_hf(model), folder / WEIGHTS_NAME)
-    return folder
+    return write_hf_folder(folder, config_to_hf(model.config), state_dict_to_hf(model))

@@ -31,15 +31,11 @@ from torch import Tensor
 from glassformer.models.whisper.config import WhisperConfig
 from glassformer.models.whisper.model import Whisper, whisper_sinusoids
 from glassformer.utils.weights import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     WeightsError,
     load_into,
-    read_config,
+    read_hf_folder,
     read_safetensors,
-    resolve,
-    write_json,
-    write_safetensors,
+    write_hf_folder,
 )
 
 ARCHITECTURE = "WhisperForConditionalGeneration"
@@ -206,22 +202,12 @@ def architecture(config: WhisperConfig) -> str:
 
 def from_pretrained(name_or_path: str | os.PathLike[str], **overrides: Any) -> Whisper:
     """Load a transformers Whisper folder (``model_type`` "whisper") strictly; ``overrides`` change config fields."""
-    folder = resolve(name_or_path)
-    folder_config = read_config(folder)
-    if folder_config.kind == "glassformer":
-        raise ValueError(
-            f"{folder} is a glassformer {folder_config.family} folder, not a Hugging Face one; "
-            "open it with glassformer.models.load_model"
-        )
+    folder_config = read_hf_folder(name_or_path)
+    folder = folder_config.folder
     state = read_safetensors(folder)
     return from_hf_state(state, folder_config.data, source=str(folder), **overrides)
 
 
 def save_pretrained(model: Whisper, folder: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` in transformers' layout (and the tokenizer, if given)."""
-    folder = Path(folder)
-    write_json(config_to_hf(model.config), folder / CONFIG_NAME)
-    write_safetensors(state_dict_to_hf(model), folder / WEIGHTS_NAME)
-    if tokenizer is not None:
-        tokenizer.save(folder)
-    return folder
+    return write_hf_folder(folder, config_to_hf(model.config), state_dict_to_hf(model), tokenizer)
