@@ -43,8 +43,8 @@ def test_patchify_then_linear_is_the_patch_convolution() -> None:
 
 def test_presets_have_their_shapes() -> None:
     fashion = registry.get("vit-fashion").make_config()
-    assert (fashion.image_size, fashion.patch_size, fashion.in_channels, fashion.num_labels) == (28, 4, 1, 10)
-    assert fashion.seq_len == 50 and len(fashion.label_names) == 10
+    assert (fashion.image_size, fashion.patch_size, fashion.in_channels, fashion.num_labels) == (28, 7, 1, 10)
+    assert fashion.seq_len == 17 and len(fashion.label_names) == 10
     with torch.device("meta"):  # shapes only: no 86M weights to initialise
         base = ViT(registry.get("vit-b16").make_config())
     assert base.num_parameters() == 86_567_656  # google/vit-base-patch16-224 (ViTForImageClassification)

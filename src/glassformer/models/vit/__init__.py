@@ -39,7 +39,7 @@ FAMILY = Family(
     model=ViT,
     config=ViTConfig,
     presets={
-        "vit-fashion": (_cfg.vit_fashion, "ViT for 28x28 Fashion-MNIST: 4x4 patches, 6 blocks of width 128, 4 heads (0.8M)"),
+        "vit-fashion": (_cfg.vit_fashion, "ViT for 28x28 Fashion-MNIST: 7x7 patches, 6 blocks of width 128, 4 heads (0.8M)"),
         "vit-ti16": (_cfg.vit_ti16, "ViT-Ti/16 shape: 224x224, 16x16 patches, width 192, 12 blocks, 3 heads (5.7M)"),
         "vit-s16": (_cfg.vit_s16, "ViT-S/16 shape: 224x224, 16x16 patches, width 384, 12 blocks, 6 heads (22M)"),
         "vit-b16": (_cfg.vit_b16, "ViT-B/16 shape (google/vit-base-patch16-224): width 768, 12 blocks (86M)"),
