@@ -7,7 +7,6 @@ through our ``generate`` against transformers' ``generate`` with BART's own gene
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from glassformer.models import load_model
 from glassformer.models.bart import Bart, shift_tokens_right
 from glassformer.models.bart.hf import config_from_hf, save_pretrained, state_dict_from_hf
 from glassformer.utils.weights import WeightsError
+from tests.models._hf import assert_same_tokens, favourite_token
 
 transformers = pytest.importorskip("transformers")
 
@@ -85,17 +85,7 @@ def test_logits_and_loss_match_transformers(pair) -> None:
 def _stop_token(ours: Bart, src: torch.Tensor, mask: torch.Tensor) -> int:
     """The model's favourite token after the forced ``<s>``: as the stop token, rows and beams end early."""
     greedy = generate(ours, src, mask, max_new_tokens=MAX_NEW, cpu_kernels=False).tokens
-    counts = Counter(t for row in greedy for t in row[1:] if t not in (BOS, PAD))
-    return counts.most_common(1)[0][0]
-
-
-def _strip(rows: list[list[int]], fill: set[int]) -> list[list[int]]:
-    out = []
-    for row in rows:
-        while row and row[-1] in fill:
-            row = row[:-1]
-        out.append(row)
-    return out
+    return favourite_token((row[1:] for row in greedy), skip=(BOS, PAD))
 
 
 def _hf_generate(hf, src: torch.Tensor, mask: torch.Tensor, stop: int, **kwargs: object):
@@ -118,7 +108,7 @@ def test_greedy_matches_transformers(pair) -> None:
         ours, src, mask, max_new_tokens=MAX_NEW, stop_token_ids=(stop,), pad_token_id=PAD, cpu_kernels=False
     )
     fill = {PAD, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
+    assert_same_tokens(out.tokens, ref.sequences, fill)
     assert "stop_token" in out.finish_reasons
 
 
@@ -132,7 +122,7 @@ def test_beam_search_matches_transformers(pair, length_penalty: float) -> None:
     out = generate(ours, src, mask, strategy="beam", max_new_tokens=MAX_NEW, stop_token_ids=(stop,), pad_token_id=PAD,
                    cpu_kernels=False, **kwargs)  # fmt: skip
     fill = {PAD, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
+    assert_same_tokens(out.tokens, ref.sequences, fill)
     assert "stop_token" in out.finish_reasons
     torch.testing.assert_close(torch.tensor(out.scores), ref.sequences_scores, rtol=1e-5, atol=1e-5)
 

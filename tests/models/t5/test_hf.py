@@ -8,7 +8,6 @@ own ``generate``; a folder written by either side opens in the other.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from glassformer.models.t5.hf import (
     state_dict_from_hf,
 )
 from glassformer.utils.weights import WeightsError
+from tests.models._hf import assert_same_tokens, favourite_token
 
 transformers = pytest.importorskip("transformers")
 
@@ -111,19 +111,10 @@ def _hf_generate(hf, ids: torch.Tensor, mask: torch.Tensor, **kwargs: object):
         )  # fmt: skip
 
 
-def _strip(rows: list[list[int]], fill: set[int]) -> list[list[int]]:
-    out = []
-    for row in rows:
-        while row and row[-1] in fill:
-            row = row[:-1]
-        out.append(row)
-    return out
-
-
 def _stop_token(ours: T5, ids: torch.Tensor, mask: torch.Tensor) -> int:
     """The model's favourite token: as the stop token, it makes beams and rows finish early."""
     greedy = generate(ours, ids, mask, max_new_tokens=12, cpu_kernels=False).tokens
-    return Counter(t for row in greedy for t in row).most_common(1)[0][0]
+    return favourite_token(greedy)
 
 
 def test_greedy_matches_transformers(pair) -> None:
@@ -134,7 +125,7 @@ def test_greedy_matches_transformers(pair) -> None:
     out = generate(ours, ids, mask, max_new_tokens=12, stop_token_ids=(stop,), pad_token_id=PAD, cpu_kernels=False)
     assert ref.sequences[0, 0] == PAD  # both start from the pad token
     fill = {PAD, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
+    assert_same_tokens(out.tokens, ref.sequences, fill)
     assert "stop_token" in out.finish_reasons
 
 
@@ -149,7 +140,7 @@ def test_beam_search_matches_transformers(pair, length_penalty: float) -> None:
     out = generate(ours, ids, mask, strategy="beam", max_new_tokens=12, stop_token_ids=(stop,), pad_token_id=PAD,
                    cpu_kernels=False, **kwargs)  # fmt: skip
     fill = {PAD, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
+    assert_same_tokens(out.tokens, ref.sequences, fill)
     if length_penalty < 1:  # short beams win: finished ones were scored and compared too
         assert "stop_token" in out.finish_reasons
     torch.testing.assert_close(torch.tensor(out.scores), ref.sequences_scores, rtol=1e-5, atol=1e-5)

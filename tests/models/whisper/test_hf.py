@@ -8,7 +8,6 @@ written by either side opens in the other.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from glassformer.models.base import IGNORE_INDEX
 from glassformer.models.whisper import Whisper
 from glassformer.models.whisper.hf import POSITIONS_KEY, from_hf_state, save_pretrained
 from glassformer.utils.weights import WeightsError
+from tests.models._hf import assert_same_tokens, favourite_token
 
 transformers = pytest.importorskip("transformers")
 
@@ -97,19 +97,10 @@ def _base_generate(hf, feats: torch.Tensor, **kwargs: object):
         )  # fmt: skip
 
 
-def _strip(rows: list[list[int]], fill: set[int]) -> list[list[int]]:
-    out = []
-    for row in rows:
-        while row and row[-1] in fill:
-            row = row[:-1]
-        out.append(row)
-    return out
-
-
 def _stop_token(ours: Whisper, feats: torch.Tensor) -> int:
     """The model's favourite token: as the stop token, it makes beams and rows finish early."""
     greedy = generate(ours, feats, max_new_tokens=12, cpu_kernels=False).tokens
-    return Counter(t for row in greedy for t in row).most_common(1)[0][0]
+    return favourite_token(greedy)
 
 
 def test_greedy_matches_transformers(pair) -> None:
@@ -119,7 +110,7 @@ def test_greedy_matches_transformers(pair) -> None:
     ref = _base_generate(hf, feats, max_new_tokens=12, eos_token_id=stop)
     out = generate(ours, feats, max_new_tokens=12, stop_token_ids=(stop,), pad_token_id=PAD, cpu_kernels=False)
     fill = {PAD, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
+    assert_same_tokens(out.tokens, ref.sequences, fill)
     assert "stop_token" in out.finish_reasons  # a finished row was compared too
 
 
@@ -133,7 +124,7 @@ def test_beam_search_matches_transformers(pair, length_penalty: float) -> None:
     out = generate(ours, feats, strategy="beam", max_new_tokens=12, stop_token_ids=(stop,), pad_token_id=PAD,
                    cpu_kernels=False, **kwargs)  # fmt: skip
     fill = {PAD, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, 1:].tolist(), fill)
+    assert_same_tokens(out.tokens, ref.sequences, fill)
     assert "stop_token" in out.finish_reasons
     torch.testing.assert_close(torch.tensor(out.scores), ref.sequences_scores, rtol=1e-5, atol=1e-5)
 
