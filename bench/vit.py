@@ -327,7 +327,8 @@ def section_pictures(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         written, _ = attention_pictures(best, png, work)
         for path in written:
             paths.append(path.replace(out / f"vit_attention_{path.name}"))
-    return {"pictures": [str(p) for p in paths]}
+    repo = RESULTS.parent.parent
+    return {"pictures": [str(p.relative_to(repo)) if p.is_relative_to(repo) else str(p) for p in paths]}
 
 
 def figures(args: argparse.Namespace, work: Path) -> Path:
