@@ -1,4 +1,4 @@
-"""Helpers the encoder-decoder families' transformers comparisons share (``tests/models/*/test_hf.py``).
+"""Helpers the encoder-decoder families' transformers comparisons share (``tests/models/<family>/test_<family>_hf.py``).
 
 Each of those tests decodes with a stop token the tiny random model actually produces, so rows
 and beams finish early and the finished ones are compared too; transformers then pads the

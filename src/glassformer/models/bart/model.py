@@ -15,7 +15,7 @@ Decoding starts from ``</s>`` (``decoder_start_token_id``) and the first generat
 forced to ``<s>`` (``forced_bos_token_id``), as transformers' generation settings for BART do;
 ``decode_step`` applies that forcing, ``forward`` returns plain logits. With the weights copied
 (``hf.py``) logits, greedy and beam outputs equal ``BartForConditionalGeneration``'s
-(``tests/models/bart/test_hf.py``). The training objective is ``glassformer.data.denoising``.
+(``tests/models/bart/test_bart_hf.py``). The training objective is ``glassformer.data.denoising``.
 """
 
 from __future__ import annotations
