@@ -7,6 +7,7 @@ import torch
 
 from glassformer.generate import generate
 from tests.generate.conftest import padded_batch
+from tests.models._hf import strip_tails
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,17 +26,6 @@ def pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gpt2")
     hf.save_pretrained(folder)
     return hf, from_pretrained(folder)
-
-
-def _strip(rows: list[list[int]], fill: set[int]) -> list[list[int]]:
-    """transformers pads finished rows (with the pad id, or the eos id when pad is 0): drop the tails."""
-    out = []
-    for row in rows:
-        row = list(row)
-        while row and row[-1] in fill:
-            row.pop()
-        out.append(row)
-    return out
 
 
 def test_greedy_matches_transformers_on_a_left_padded_batch(pair):
@@ -70,7 +60,7 @@ def test_beam_search_matches_transformers(pair, num_beams, length_penalty, early
         )  # fmt: skip
     out = generate(ours, ids, mask, strategy="beam", max_new_tokens=14, stop_token_ids=(stop,), **kwargs)
     fill = {0, stop}
-    assert _strip(out.tokens, fill) == _strip(ref.sequences[:, ids.shape[1] :].tolist(), fill)
+    assert strip_tails(out.tokens, fill) == strip_tails(ref.sequences[:, ids.shape[1] :].tolist(), fill)
     if length_penalty <= 1.0:  # (a penalty of 2 favours long beams: none ends at the stop token)
         assert "stop_token" in out.finish_reasons  # the comparison covered finished hypotheses
     torch.testing.assert_close(torch.tensor(out.scores), ref.sequences_scores, rtol=1e-5, atol=1e-5)
