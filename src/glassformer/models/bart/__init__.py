@@ -47,6 +47,8 @@ def example_batch(
     }
 
 
+_TRANSLATION = "glassformer.models.bart.data:multi30k_translation"  # Multi30k, glassformer.data.multi30k
+
 FAMILY = Family(
     name="bart",
     model=Bart,
@@ -74,4 +76,9 @@ FAMILY = Family(
         ),
     ),  # fmt: skip
     generation="encoder-decoder",
+    data={
+        "bart-multi30k": _TRANSLATION,
+        "multi30k": _TRANSLATION,
+        "multi30k-denoising": "glassformer.models.bart.data:multi30k_denoising",
+    },
 )

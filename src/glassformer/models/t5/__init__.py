@@ -41,6 +41,8 @@ def example_batch(config: T5Config, batch_size: int = 2, src_len: int = 7, tgt_l
     }  # fmt: skip
 
 
+_TRANSLATION = "glassformer.models.t5.data:multi30k_translation"  # Multi30k, glassformer.data.multi30k
+
 FAMILY = Family(
     name="t5",
     model=T5,
@@ -64,4 +66,9 @@ FAMILY = Family(
                exports="glassformer.models.t5.hf:architecture", model_types=("t5",)),
     ),  # fmt: skip
     generation="encoder-decoder",
+    data={
+        "t5-multi30k": _TRANSLATION,
+        "multi30k": _TRANSLATION,
+        "multi30k-span-corruption": "glassformer.models.t5.data:multi30k_span_corruption",
+    },
 )

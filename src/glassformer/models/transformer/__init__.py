@@ -38,6 +38,8 @@ def example_batch(config: TransformerConfig, batch_size: int = 2, src_len: int =
     }
 
 
+_TRANSLATION = "glassformer.models.transformer.data:multi30k_translation"  # Multi30k, glassformer.data.multi30k
+
 FAMILY = Family(
     name="transformer",
     model=Transformer,
@@ -50,4 +52,5 @@ FAMILY = Family(
     tiny=_cfg.tiny,
     example_batch=example_batch,
     generation="encoder-decoder",
+    data={"transformer": _TRANSLATION, "multi30k": _TRANSLATION},
 )
