@@ -55,6 +55,7 @@ from glassformer.models.vit.baseline import CNNBaseline, CNNConfig  # noqa: E402
 from glassformer.models.vit.config import vit_fashion  # noqa: E402
 from glassformer.models.vit.model import ViT  # noqa: E402
 from glassformer.train import TrainConfig, Trainer  # noqa: E402
+from glassformer.train.budget import seconds_per_step, steps_for_minutes  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.weights import read_safetensors  # noqa: E402
 
@@ -81,22 +82,6 @@ def datasets(quick: bool) -> tuple[ImageClassificationData, ImageClassificationD
         val = ImageClassificationData(val.images[:500], val.labels[:500], mean=MEAN, std=STD)
         test_x, test_y = test_x[:500], test_y[:500]
     return train, val, ImageClassificationData(test_x, test_y, mean=MEAN, std=STD)
-
-
-def seconds_per_step(model: torch.nn.Module, data: ImageClassificationData, batch_size: int, out_dir: Path,
-                     steps: int = 20) -> float:
-    """Seconds per optimizer step, from the engine's own throughput over the second half of a short
-    run on a throwaway copy: what the real run pays (augmentation, clipping, logging), warmed up.
-    Runs compared side by side measure it at the same moment."""
-    import copy
-
-    cfg = TrainConfig(out_dir=str(out_dir / "calibrate"), max_steps=steps, batch_size=batch_size, eval_interval=0,
-                      eval_batches=1, log_interval=steps // 2, save_interval=steps, keep_last=1, plot=False,
-                      progress=False, precision="fp32")
-    Trainer(copy.deepcopy(model), cfg, data, None).fit()
-    records = [json.loads(line) for line in (out_dir / "calibrate" / "log.jsonl").read_text().splitlines()]
-    rate = [r["samples_per_s"] for r in records if r.get("kind") == "train"][-1]
-    return batch_size / rate
 
 
 @torch.no_grad()
@@ -130,7 +115,7 @@ def train_one(spec: dict[str, Any], out_dir: Path, minutes: float, quick: bool, 
     # a training step) and 3% for data loading and the checkpoints
     evals = spec.get("evals", 8) if not quick else 2
     eval_cost = evals * (len(val) / batch) * per_step / 3
-    max_steps = max(20, int((minutes * 60 * 0.97 - eval_cost) / per_step))
+    max_steps = steps_for_minutes(minutes, per_step, reserve=eval_cost)
     cfg = TrainConfig(
         out_dir=str(out_dir), seed=0, max_steps=max_steps, batch_size=batch, lr=spec.get("lr", 1e-3),
         weight_decay=spec.get("weight_decay", 0.05), betas=(0.9, 0.999), grad_clip=1.0, schedule="cosine",

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from glassformer.models.diffusion import DiffusionConfig, DiffusionUNet
-from glassformer.models.diffusion.diffusers_io import from_diffusers, save_diffusers
+from glassformer.models.diffusion.diffusers_io import (
+    config_to_diffusers,
+    from_diffusers,
+    save_diffusers,
+    state_to_diffusers,
+    unpatched,
+)
 from glassformer.models.diffusion.unet import timestep_embedding
 
 diffusers = pytest.importorskip("diffusers")
@@ -144,3 +150,27 @@ def test_bad_inputs_name_the_problem() -> None:
         model(torch.rand(2, 1, 8, 8), torch.tensor([0, 7]))
     with pytest.raises(ValueError, match="attention has 1 entries but channels has 2"):
         DiffusionConfig(channels=(8, 8), attention=(True,))
+
+
+def test_the_patched_stem_is_diffusers_unet_on_folded_pixels() -> None:
+    """patch_size=2 folds 2x2 pixels into channels: the network inside is a plain UNet2DModel."""
+    config = DiffusionConfig(image_size=16, patch_size=2, channels=(8, 16), attention=(False, True), head_dim=8,
+                             norm_groups=4, n_classes=3)  # fmt: skip
+    torch.manual_seed(0)
+    ours = DiffusionUNet(config).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    fields = {k: v for k, v in config_to_diffusers(unpatched(config)).items() if not k.startswith("_")}
+    theirs = diffusers.UNet2DModel(**fields).eval()
+    theirs.load_state_dict(state_to_diffusers(ours))
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    t, labels = torch.tensor([0, 17, 999]), torch.tensor([0, 2, 3])
+    with torch.no_grad():
+        inner = theirs(torch.nn.functional.pixel_unshuffle(x, 2), t, class_labels=labels).sample  # (3, 4, 8, 8)
+        torch.testing.assert_close(ours.denoise(x, t, labels), torch.nn.functional.pixel_shuffle(inner, 2),
+                                   atol=ATOL, rtol=0)  # fmt: skip
+    with pytest.raises(ValueError, match="no space-to-depth stem"):
+        config_to_diffusers(config)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        ours(torch.rand(2, 1, 18, 18))

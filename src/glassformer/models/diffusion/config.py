@@ -31,6 +31,11 @@ FASHION_CLASSES: tuple[str, ...] = (
 class DiffusionConfig(ConfigMixin):
     image_size: int = 32
     in_channels: int = 1
+    # space-to-depth stem: each patch_size x patch_size block of pixels becomes one pixel with
+    # in_channels * patch_size**2 channels before the first convolution (pixel_unshuffle), and the
+    # output is unfolded back (pixel_shuffle). 2 runs the whole UNet at a quarter of the pixels:
+    # about 4x less compute per call for the same widths, what makes 1,000-step sampling CPU-sized
+    patch_size: int = 1
     # per resolution level ("block_out_channels"): narrow where the pixels are many, since a CPU pays
     # for every multiply-add 1,000 times per DDPM sample (this shape: 2.7M parameters, 0.13 GMAC a call)
     channels: tuple[int, ...] = (16, 32, 64, 128)
@@ -65,7 +70,7 @@ class DiffusionConfig(ConfigMixin):
         self._check_classes()
 
     def _check_sizes(self) -> None:
-        for name in ("image_size", "in_channels", "layers_per_block", "head_dim", "norm_groups",
+        for name in ("image_size", "in_channels", "patch_size", "layers_per_block", "head_dim", "norm_groups",
                      "num_train_timesteps"):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -77,10 +82,10 @@ class DiffusionConfig(ConfigMixin):
                 f"DiffusionConfig.attention has {len(self.attention)} entries but channels has "
                 f"{len(self.channels)}; give one True/False per resolution level"
             )
-        if self.image_size % 2 ** (len(self.channels) - 1):
+        if self.image_size % self.size_multiple:
             raise ConfigError(
-                f"DiffusionConfig.image_size={self.image_size} must be divisible by 2**(levels-1)="
-                f"{2 ** (len(self.channels) - 1)}: each level but the last halves the resolution"
+                f"DiffusionConfig.image_size={self.image_size} must be divisible by patch_size * 2**(levels-1)="
+                f"{self.size_multiple}: the stem folds patch_size pixels and each level but the last halves the rest"
             )
         for c in self.channels:
             if c % self.norm_groups:
@@ -124,20 +129,31 @@ class DiffusionConfig(ConfigMixin):
         return self.time_embed_dim or 4 * self.channels[0]
 
     @property
+    def size_multiple(self) -> int:
+        """What image sides must be a multiple of: the stem's patch, then one halving per level but the last."""
+        return self.patch_size * 2 ** (len(self.channels) - 1)
+
+    @property
     def null_class(self) -> int:
         """The label index of "no class" (classifier-free guidance's unconditional branch)."""
         return self.n_classes
 
 
 def ddpm_fashion() -> DiffusionConfig:
-    """Fashion-MNIST padded to 32x32, class-conditional: small enough to sample on a CPU."""
-    return DiffusionConfig(n_classes=10, class_names=FASHION_CLASSES)
+    """Fashion-MNIST padded to 32x32, class-conditional: small enough to sample 1,000 steps on a CPU.
+
+    The 2x2 stem runs the UNet at 16x16 (levels 16, 8, 4 pixels; attention at 8 and 4): 0.7M
+    parameters, about 20 MMAC a call, ~1 ms an image on one AVX2 core pair at batch 256."""
+    return DiffusionConfig(
+        n_classes=10, class_names=FASHION_CLASSES, patch_size=2, channels=(16, 32, 64),
+        attention=(False, True, True), head_dim=16,
+    )  # fmt: skip
 
 
 def tiny(config: DiffusionConfig) -> DiffusionConfig:
     """The toy twin: same choices (conditioning, schedule, attention pattern), 16x16, widths 8 and 16."""
     levels = len(config.channels)
     return config.replace(
-        image_size=16, channels=tuple(8 if i == 0 else 16 for i in range(levels)), head_dim=8, norm_groups=4,
+        image_size=8 * config.patch_size, channels=tuple(8 if i == 0 else 16 for i in range(levels)), head_dim=8, norm_groups=4,
         num_train_timesteps=50,
     )  # fmt: skip

@@ -122,6 +122,7 @@ def config_from_diffusers(data: dict[str, Any], schedule: dict[str, Any] | None 
 
 def config_to_diffusers(config: DiffusionConfig) -> dict[str, Any]:
     """The ``UNet2DModel`` config dict of one of ours."""
+    architecture(config)
     return {
         "_class_name": "UNet2DModel", "sample_size": config.image_size, "in_channels": config.in_channels,
         "out_channels": config.in_channels, "block_out_channels": list(config.channels),
@@ -142,11 +143,26 @@ def scheduler_config(config: DiffusionConfig) -> dict[str, Any]:
 
 
 def architecture(config: DiffusionConfig) -> str:
-    """Every config of ours is a ``UNet2DModel`` (the Format's ``exports``)."""
+    """A config of ours with the plain stem is a ``UNet2DModel`` (the Format's ``exports``)."""
+    if config.patch_size != 1:
+        raise ValueError(
+            f"patch_size={config.patch_size}: diffusers' UNet2DModel has no space-to-depth stem; its inner "
+            "network is unpatched(config) on pixel_unshuffle'd images (export only a patch_size=1 model)"
+        )
     return "UNet2DModel"
 
 
+def unpatched(config: DiffusionConfig) -> DiffusionConfig:
+    """The network inside a ``patch_size > 1`` model, as a plain UNet on the folded images.
+
+    ``ours(x) == pixel_shuffle(inner(pixel_unshuffle(x, p)), p)`` with the same weights, so the inner
+    config exports to diffusers and the state dict maps key for key."""
+    p = config.patch_size
+    return config.replace(patch_size=1, in_channels=config.in_channels * p * p, image_size=config.image_size // p)
+
+
 def state_to_diffusers(model: DiffusionUNet) -> dict[str, Tensor]:
+    """Our weights under diffusers' names (for a patched model: its :func:`unpatched` network's)."""
     return {diffusers_key(k): v for k, v in model.state_dict().items()}
 
 

@@ -120,7 +120,8 @@ class DiffusionUNet(ModelBase):
         self.time_mlp = nn.Sequential(nn.Linear(chans[0], cfg.temb_dim), nn.SiLU(), nn.Linear(cfg.temb_dim, cfg.temb_dim))
         # one row per class plus the null class (index n_classes) that guidance conditions on for "no class"
         self.class_emb = nn.Embedding(cfg.n_classes + 1, cfg.temb_dim) if cfg.n_classes else None
-        self.conv_in = nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)
+        folded = cfg.in_channels * cfg.patch_size**2  # channels once the stem has folded each patch into one pixel
+        self.conv_in = nn.Conv2d(folded, chans[0], 3, padding=1)
         skips = [chans[0]]  # widths of the activations the way up will concatenate, in order
         self.down = nn.ModuleList()
         for i, c in enumerate(chans):
@@ -141,7 +142,7 @@ class DiffusionUNet(ModelBase):
                 width = c
             self.up.append(_level(ins, c, cfg.attention[i], Upsample(c) if i > 0 else None, cfg))
         self.norm_out = nn.GroupNorm(cfg.norm_groups, chans[0], eps=cfg.norm_eps)
-        self.conv_out = nn.Conv2d(chans[0], cfg.in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(chans[0], folded, 3, padding=1)
 
     def embed(self, timesteps: Tensor, labels: Tensor | None) -> Tensor:
         """``(B,)`` steps (and labels) -> ``(B, temb_dim)``, what every ResBlock adds."""
@@ -159,7 +160,8 @@ class DiffusionUNet(ModelBase):
         self._check_pixels(sample, "sample")
         t = torch.as_tensor(timesteps, device=sample.device).reshape(-1).expand(sample.shape[0])  # (B,)
         emb = self.embed(t, self._labels(labels, sample))
-        h = self.conv_in(sample)  # (B, C0, H, W)
+        p = self.config.patch_size
+        h = self.conv_in(F.pixel_unshuffle(sample, p) if p > 1 else sample)  # (B, C0, H/p, W/p)
         skips = [h]
         for level in self.down:
             h = self._run(level, h, emb, skips)
@@ -168,7 +170,8 @@ class DiffusionUNet(ModelBase):
         h = self.mid.res[1](h, emb)
         for level in self.up:
             h = self._run(level, h, emb, skips, pop=True)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+        out = self.conv_out(F.silu(self.norm_out(h)))  # (B, C*p*p, H/p, W/p)
+        return F.pixel_shuffle(out, p) if p > 1 else out  # (B, C, H, W)
 
     @staticmethod
     def _run(level: Level, h: Tensor, emb: Tensor, skips: list[Tensor], pop: bool = False) -> Tensor:
@@ -225,11 +228,12 @@ class DiffusionUNet(ModelBase):
             raise ValueError(f"{name} must be (batch, {cfg.in_channels}, height, width) images; got {shape}")
         if not x.is_floating_point():
             raise TypeError(f"{name} must be floating point (pixels scaled to [-1, 1]); got {x.dtype}")
-        factor = 2 ** (len(cfg.channels) - 1)
+        factor = cfg.size_multiple
         if x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(
-                f"{name} is {x.shape[2]}x{x.shape[3]}; this UNet halves the resolution {len(cfg.channels) - 1} "
-                f"times, so height and width must be multiples of {factor} (pad the images, e.g. 28 -> 32)"
+                f"{name} is {x.shape[2]}x{x.shape[3]}; this UNet folds {cfg.patch_size}x{cfg.patch_size} patches and "
+                f"halves the resolution {len(cfg.channels) - 1} times, so height and width must be multiples of "
+                f"{factor} (pad the images, e.g. 28 -> 32)"
             )
         return x
 

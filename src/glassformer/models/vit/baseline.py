@@ -89,11 +89,15 @@ class CNNBaseline(ModelBase):
         for block in blocks:  # each residual branch starts as the identity (Goyal et al. 2017)
             nn.init.zeros_(block.bn2.weight)
 
-    def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> ModelOutput:
-        """``pixel_values`` ``(B, C, H, W)`` float; ``labels`` class ids ``(B,)`` or soft targets ``(B, K)``."""
+    def features(self, pixel_values: Tensor) -> Tensor:
+        """The pooled ``(B, C_last)`` activations the head reads: what a Frechet distance compares."""
         x = check_pixels(pixel_values, self.config.in_channels, self.stem[0].weight.dtype)
         x = self.blocks(self.stem(x))  # (B, C_last, H / 2^(stages-1), W / 2^(stages-1))
-        pooled = x.mean(dim=(2, 3))  # (B, C_last)
+        return x.mean(dim=(2, 3))
+
+    def forward(self, pixel_values: Tensor, labels: Tensor | None = None) -> ModelOutput:
+        """``pixel_values`` ``(B, C, H, W)`` float; ``labels`` class ids ``(B,)`` or soft targets ``(B, K)``."""
+        pooled = self.features(pixel_values)  # (B, C_last)
         out = ModelOutput(logits=self.head(self.dropout(pooled)))  # (B, K)
         if labels is not None:
             out.loss = classification_loss(out.logits, labels, self.config.label_smoothing)
