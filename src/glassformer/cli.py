@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glassformer.data.cli",
     "glassformer.train.cli",
     "glassformer.generate.cli",
+    "glassformer.translation.cli",
     "glassformer.viz.cli",
     "glassformer.demo",
     "glassformer.lab.cli",

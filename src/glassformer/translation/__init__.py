@@ -1,0 +1,13 @@
+"""Translation with the encoder-decoder families (Transformer, T5, BART) and its BLEU score on Multi30k."""
+
+from glassformer.translation.translate import (
+    BLEU_SIGNATURE,
+    BleuReport,
+    Translator,
+    load_translator,
+    score_bleu,
+    score_checkpoint,
+    translate,
+)
+
+__all__ = ["BLEU_SIGNATURE", "BleuReport", "Translator", "load_translator", "score_bleu", "score_checkpoint", "translate"]
