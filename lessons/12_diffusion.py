@@ -65,7 +65,8 @@ def training_images(n: int) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]
 
     digits = load_digits()
     small = torch.tensor(digits.images[:n], dtype=torch.float32)[:, None] / 8 - 1  # 0..16 -> [-1, 1]
-    pixels = F.pad(F.interpolate(small, size=12, mode="bilinear", align_corners=False), (2, 2, 2, 2), value=-1.0)
+    resized = F.interpolate(small, size=12, mode="bilinear", align_corners=False)  # (n, 1, 12, 12)
+    pixels = F.pad(resized, (2, 2, 2, 2), value=-1.0)  # a black border, as Fashion-MNIST's
     return pixels, torch.tensor(digits.target[:n]), tuple(str(d) for d in range(10)), "scikit-learn digits"
 
 
@@ -123,8 +124,8 @@ show("log10 SNR at the steps shown, linear schedule", (abar / (1 - abar)).log10(
 cosine_abar = cosine.alphas_cumprod
 c = cosine_abar[steps_shown].view(-1, 1, 1, 1)
 rows = {"linear": x_t, "cosine": c.sqrt() * clean + (1 - c).sqrt() * eps}
-fig, axes = plt.subplot_mosaic([["curve"] * len(steps_shown), *[[f"{r}{i}" for i in range(len(steps_shown))]
-                                for r in rows]], figsize=(11, 6.2), height_ratios=[1.4, 1, 1], layout="constrained")  # fmt: skip
+layout = [["curve"] * len(steps_shown), *[[f"{r}{i}" for i in range(len(steps_shown))] for r in rows]]
+fig, axes = plt.subplot_mosaic(layout, figsize=(11, 6.2), height_ratios=[1.4, 1, 1], layout="constrained")
 axes["curve"].plot(abar.sqrt(), label="linear: sqrt(abar_t), the signal's scale")
 axes["curve"].plot(cosine_abar.sqrt(), label="cosine (squaredcos_cap_v2)")
 axes["curve"].set_xlabel("t")
@@ -155,7 +156,8 @@ noise = torch.randn_like(x0)  # (4, 1, 16, 16)
 x_t = schedule.add_noise(x0, noise, torch.full((4,), t))
 a = abar[t].item()
 x0_from_eps = (x_t - math.sqrt(1 - a) * noise) / math.sqrt(a)
-check("x_0 from the true eps, by hand == NoiseSchedule.split (epsilon)", x0_from_eps, schedule.split(noise, x_t, t)[0])
+check("x_0 from the true eps, by hand == NoiseSchedule.split (epsilon)", x0_from_eps,
+      schedule.split(noise, x_t, t)[0])  # fmt: skip
 check("... and it is the clean image", x0_from_eps, x0, atol=1e-5)
 velocity = math.sqrt(a) * noise - math.sqrt(1 - a) * x0
 v_schedule = NoiseSchedule(N, prediction_type="v_prediction")
@@ -188,7 +190,14 @@ x0_hat = (x_t - math.sqrt(1 - a) * output) / math.sqrt(a)
 a_prev = abar[t - 1].item()
 alpha = a / a_prev
 beta = 1 - alpha
-mean_x0 = math.sqrt(a_prev) * beta / (1 - a) * x0_hat + math.sqrt(alpha) * (1 - a_prev) / (1 - a) * x_t
+
+
+def posterior_mean(x0_guess: torch.Tensor) -> torch.Tensor:
+    """Eq. 7's mu for the step t -> t - 1, from x_t and a guess of x_0."""
+    return math.sqrt(a_prev) * beta / (1 - a) * x0_guess + math.sqrt(alpha) * (1 - a_prev) / (1 - a) * x_t
+
+
+mean_x0 = posterior_mean(x0_hat)
 mean_eps = (x_t - beta / math.sqrt(1 - a) * output) / math.sqrt(alpha)
 check("DDPM mean from x_0 (eq. 7) == from eps (eq. 11)", mean_x0, mean_eps, atol=1e-9)
 z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
@@ -199,9 +208,9 @@ check("DDPM step by hand == DDPMSampler.step (clip_sample=False)", ddpm_by_hand,
       DDPMSampler(unclipped).step(output, t, x_t, noise=z).prev_sample)  # fmt: skip
 # The preset clips the x_0 guess to the data's range first (clip_sample=True); then eq. 7 is the
 # form the library uses, since eq. 11 has no x_0 to clip.
-clipped_mean = math.sqrt(a_prev) * beta / (1 - a) * x0_hat.clamp(-1, 1) + math.sqrt(alpha) * (1 - a_prev) / (1 - a) * x_t
 ddpm_clipped = DDPMSampler(schedule).step(output, t, x_t, noise=z).prev_sample
-check("DDPM step, x_0 clipped, by hand == DDPMSampler.step", clipped_mean + math.sqrt(variance) * z, ddpm_clipped)
+check("DDPM step, x_0 clipped, by hand == DDPMSampler.step",
+      posterior_mean(x0_hat.clamp(-1, 1)) + math.sqrt(variance) * z, ddpm_clipped)  # fmt: skip
 if diffusers is not None:
     # diffusers draws the same z from a generator seeded the same way; its coefficients are float32
     theirs = reference.step(output, t, x_t, generator=torch.Generator().manual_seed(7)).prev_sample
@@ -224,8 +233,8 @@ if diffusers is not None:
     their_ddim = diffusers.DDIMScheduler(num_train_timesteps=N, beta_start=config.beta_start,
                                          beta_end=config.beta_end, beta_schedule="linear")  # fmt: skip
     their_ddim.set_timesteps(50)
-    check("DDIM step == diffusers.DDIMScheduler.step", ddim_by_hand, their_ddim.step(output, t, x_t).prev_sample,
-          atol=1e-5)  # fmt: skip
+    theirs = their_ddim.step(output, t, x_t).prev_sample
+    check("DDIM step == diffusers.DDIMScheduler.step", ddim_by_hand, theirs, atol=1e-5)
 sigma_1 = math.sqrt((1 - a_s) / (1 - a) * (1 - a / a_s))
 print(f"DDIM's sigma at eta 1 for the jump 500 -> 480: {sigma_1:.4f} (DDPM's posterior std over that jump)")
 # With a perfect denoiser (output = the true noise) the deterministic step lands exactly on the
@@ -241,10 +250,11 @@ section("4. Training a tiny class-conditional UNet")
 # an embedding of t (a sinusoid through an MLP) plus one of the class. One network denoises every
 # noise level of every class. Its training loss is section 1 plus a regression: draw t and eps,
 # build x_t, predict eps, mean squared error.
-tiny = config.replace(image_size=16, channels=(16, 32, 32), attention=(False, True, True), head_dim=16,
-                      class_names=class_names)  # fmt: skip
+tiny = config.replace(image_size=16, patch_size=1, channels=(16, 32, 32), attention=(False, True, True),
+                      head_dim=16, class_names=class_names)  # fmt: skip
 model = DiffusionUNet(tiny)
-print(f"UNet: levels {tiny.channels}, attention {tiny.attention}, {sum(p.numel() for p in model.parameters()):,} parameters")
+n_parameters = sum(p.numel() for p in model.parameters())
+print(f"UNet: levels {tiny.channels}, attention {tiny.attention}, {n_parameters:,} parameters")
 model.eval()  # eval mode: the library's loss then drops no class and draws from a fixed seed
 batch, y = images[:8], labels[:8]
 t_batch, eps_batch = torch.randint(0, N, (8,)), torch.randn(batch.shape)
@@ -256,7 +266,7 @@ check("the denoising loss by hand == DiffusionUNet.forward's loss", by_hand, lib
 # In training mode 10% of the labels become the null class (index n_classes): the same network
 # then also learns eps(x_t) with no class, the unconditional branch classifier-free guidance needs.
 # The sampler reads an average of recent weights (EMA), smoother than the last iterate; 0.99 here
-# because the run is short (the preset trains with 0.999 or more).
+# because the run is short (`bench/diffusion.py` trains the preset with 0.999).
 steps, size = (8, 16) if args.quick else (240, 64)
 model.train()
 optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
@@ -299,7 +309,8 @@ with torch.no_grad():
         guess = ((x - math.sqrt(1 - a_t) * out) / math.sqrt(a_t)).clamp(-1, 1)
         x = math.sqrt(a_prev) * guess + math.sqrt(1 - a_prev) * out
 library = sample(model, 4, steps=n_steps, sampler="ddim", guidance=w, labels=ids, seed=seed)
-check(f"guided DDIM loop by hand ({n_steps} steps, w={w:g}) == sample(...)", x.clamp(-1, 1), library.images, atol=1e-5)
+check(f"guided DDIM loop by hand ({n_steps} steps, w={w:g}) == sample(...)", x.clamp(-1, 1), library.images,
+      atol=1e-5)  # fmt: skip
 again = sample(model, 4, steps=n_steps, sampler="ddim", guidance=w, labels=ids, seed=seed)
 check("the same seed gives the same images", again.images, library.images, atol=0.0)
 
@@ -313,4 +324,5 @@ print(f"saved {save_strip(trajectory, args.out / 'strip.png', frames=10, scale=4
 per_class = 2 if args.quick else 8
 grid_ids = torch.arange(tiny.n_classes).repeat_interleave(per_class)  # one row per class
 grid = sample(model, len(grid_ids), steps=n_steps, guidance=w, labels=grid_ids, seed=2)
-print(f"saved {save_grid(grid.images, args.out / 'class_grid.png', nrow=per_class, scale=4)} (rows: {', '.join(class_names)})")
+grid_path = save_grid(grid.images, args.out / "class_grid.png", nrow=per_class, scale=4)
+print(f"saved {grid_path} (one row per class: {', '.join(class_names)})")
