@@ -32,6 +32,8 @@ import torch  # loaded first: the kernels then share PyTorch's OpenMP runtime (s
 from glassformer.utils.paths import cache_root
 
 SOURCE = Path(__file__).with_name("linear.c")
+# compiled together into one library, so every kernel of a process runs on the same path
+SOURCES = (SOURCE, SOURCE.with_name("quant.c"))
 # -ffp-contract=off (already gcc's default under -std=c11; clang's is on): no fused multiply-adds,
 # so every path and compiler rounds the same operations and gives the same float32 results
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=c11", "-ffp-contract=off", "-Wno-psabi"]
@@ -111,7 +113,7 @@ def configured_isa() -> str:
 
 
 def compile_library(isa: str = "native", compiler: str | None = None) -> Path:
-    """The shared library of ``linear.c`` for instruction-set path ``isa``, compiled unless cached.
+    """The shared library of ``linear.c`` and ``quant.c`` for path ``isa``, compiled unless cached.
 
     Compiling needs no support from the CPU (gcc builds AVX-512 code on an AVX2 machine); only
     running it does (see :func:`missing_cpu_flags`). Raises RuntimeError when it cannot compile.
@@ -122,7 +124,7 @@ def compile_library(isa: str = "native", compiler: str | None = None) -> Path:
     flags = [*FLAGS, *(flag for flag, _ in ISAS[check_isa(isa)])]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), " ".join(flags), version, _cpu_id(), torch.__version__]).encode()
+        "\n".join([*(src.read_text() for src in SOURCES), " ".join(flags), version, _cpu_id(), torch.__version__]).encode()
     ).hexdigest()[:16]
     folder = cache_root() / "kernels"
     target = folder / f"linear-{isa}-{key}.so"
@@ -133,13 +135,13 @@ def compile_library(isa: str = "native", compiler: str | None = None) -> Path:
         out = Path(tmp) / target.name
         for attempt in ([*flags, OPENMP], flags):
             result = subprocess.run(
-                [compiler, *attempt, str(SOURCE), "-o", str(out)], capture_output=True, text=True, check=False
+                [compiler, *attempt, *map(str, SOURCES), "-o", str(out)], capture_output=True, text=True, check=False
             )
             if result.returncode == 0:
                 break
         else:
             raise RuntimeError(
-                f"{compiler} could not build {SOURCE.name} for {isa}:\n{result.stderr.strip()[-2000:]}"
+                f"{compiler} could not build {' and '.join(src.name for src in SOURCES)} for {isa}:\n{result.stderr.strip()[-2000:]}"
             )
         os.replace(out, target)
     return target
@@ -156,6 +158,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gf_shortlist.restype = i64
     lib.gf_linear_q8x8.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, ptr, i64, i64]
     lib.gf_linear_q8x8.restype = None
+    lib.gf_q8_linear.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, i64]
+    lib.gf_q8_linear.restype = ctypes.c_int
+    lib.gf_q4_linear.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, i64]
+    lib.gf_q4_linear.restype = ctypes.c_int
     lib.gf_has_vnni.argtypes = []
     lib.gf_has_vnni.restype = ctypes.c_int
     lib.gf_isa.argtypes = []

@@ -4,22 +4,36 @@
 ``out_features``, ``bias`` and a read-only ``weight`` property that dequantizes (float32), so code
 that only reads a layer's weight (``glassformer.peft.LoraLinear`` wrapping a base layer, duck-typed)
 works on either. The packed tensors are buffers, so ``state_dict()`` and safetensors hold exactly
-the layouts documented in :mod:`glassformer.quant.int8` and :mod:`glassformer.quant.nf4`. The
-forward is a float32 matmul with the dequantized weight for now; ``glassformer.kernels`` will read
-the packed buffers directly. The weights are frozen: quantized layers do not train (QLoRA trains
-adapters on top).
+the layouts documented in :mod:`glassformer.quant.int8` and :mod:`glassformer.quant.nf4`.
+
+Two ways through ``forward``: an inference step of 1 to 8 rows on a CPU (decoding at batch 1 to 8)
+goes to the C kernels of :mod:`glassformer.quant.kernel`, which read the packed buffers in place;
+anything else (a prompt, training through LoRA, another device, no kernels) dequantizes the weight
+and calls ``F.linear``. ``decode_path`` says which one a decoding step takes, and why when it is
+PyTorch. The weights are frozen: quantized layers do not train (QLoRA trains adapters on top).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glassformer.kernels import isa
+from glassformer.quant.kernel import (
+    BLOCK,
+    MAX_ROWS,
+    int4_linear,
+    int8_linear,
+    int8_rowsum,
+    kernel_status,
+    warn_fallback_once,
+)
 from glassformer.quant.int8 import Int8Rows, int8_matmul, quantize_rows
-from glassformer.quant.nf4 import BLOCKSIZE, Packed4bit, QuantType, dequantize_4bit, quantize_4bit
+from glassformer.quant.nf4 import BLOCKSIZE, Packed4bit, QuantType, code_table, dequantize_4bit, quantize_4bit
 
 
 class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
@@ -51,6 +65,55 @@ class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
         """Bytes this layer holds (packed weight, scales, bias)."""
         return sum(t.numel() * t.element_size() for t in (*self.buffers(), *self.parameters()))
 
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        if (
+            x.is_cpu
+            and x.is_floating_point()
+            and 0 < x.numel() <= MAX_ROWS * self.in_features
+            and not (torch.is_grad_enabled() and x.requires_grad)
+            and self._kernel_ready()
+        ):
+            return self._kernel_forward(x).to(x.dtype)
+        return self._torch_forward(x)
+
+    def _kernel_ready(self) -> bool:
+        """Whether the kernels are loaded and take this layer; the first miss says why, once."""
+        lib, why = kernel_status()
+        if why is not None:
+            warn_fallback_once(why, stacklevel=5)
+        return lib is not None and self._layer_reason() is None
+
+    @property
+    def decode_path(self) -> str:
+        """What multiplies a decoding step's rows (1 to 8, on a CPU, without autograd):
+        ``kernel (avx2)`` naming the instruction-set path, or ``torch: <why not the kernel>``."""
+        lib, why = kernel_status()
+        reason = self._layer_reason() if lib is not None else why
+        return f"torch: {reason}" if reason else f"kernel ({isa(lib)})" + (f", {why}" if why else "")
+
+    def _layer_reason(self) -> str | None:
+        """Why this layer cannot use the kernel (None when it can)."""
+        device = next(iter(self.buffers())).device
+        return None if device.type == "cpu" else f"the weights are on {device}"
+
+    @abc.abstractmethod
+    def _kernel_forward(self, x: Tensor) -> Tensor:
+        """The C kernel's ``x @ weight.T + bias``, float32, for 1 to 8 rows of x."""
+
+    def _torch_forward(self, x: Tensor) -> Tensor:
+        """Dequantize, then ``F.linear`` in float32: any number of rows, any device, autograd."""
+        return F.linear(x.float(), self.weight, self.bias).to(x.dtype)
+
+    def _cached(self, name: str, sources: tuple[Tensor, ...], make: Callable[[], Tensor]) -> Tensor:
+        """``make()``, kept until one of ``sources`` changes (a load, ``copy_``, ``.to()``)."""
+        key = tuple((t._version, t.data_ptr()) for t in sources)
+        entry = self.__dict__.get(name)
+        if entry is None or entry[0] != key:
+            entry = (key, make())
+            self.__dict__[name] = entry  # not a buffer: stays out of state_dict
+        return entry[1]
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -81,10 +144,18 @@ class Int8Linear(QuantLinear):
     def weight(self) -> Tensor:
         return Int8Rows(self.qweight, self.scale).dequantize()
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+    def _layer_reason(self) -> str | None:
+        if self.threshold is not None:
+            return f"LLM.int8() outlier decomposition (threshold={self.threshold}) runs in PyTorch"
+        return super()._layer_reason()
+
+    def _kernel_forward(self, x: Tensor) -> Tensor:
+        rowsum = self._cached("_rowsum", (self.qweight,), lambda: int8_rowsum(self.qweight))
+        return int8_linear(x, self.qweight, self.scale, rowsum, self.bias)
+
+    def _torch_forward(self, x: Tensor) -> Tensor:
         if self.threshold is None:
-            return F.linear(x.float(), self.weight, self.bias).to(x.dtype)
+            return super()._torch_forward(x)
         flat = x.reshape(-1, self.in_features)  # (N, in)
         out = int8_matmul(flat, Int8Rows(self.qweight, self.scale), self.threshold)  # (N, out)
         if self.bias is not None:
@@ -92,7 +163,8 @@ class Int8Linear(QuantLinear):
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (f", threshold={self.threshold}" if self.threshold is not None else "")
+        threshold = f", threshold={self.threshold}" if self.threshold is not None else ""
+        return super().extra_repr() + threshold + f", decode_path={self.decode_path!r}"
 
 
 class NF4Linear(QuantLinear):
@@ -130,9 +202,16 @@ class NF4Linear(QuantLinear):
     def weight(self) -> Tensor:
         return dequantize_4bit(self.packed_weight())
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        return F.linear(x.float(), self.weight, self.bias).to(x.dtype)
+    def _layer_reason(self) -> str | None:
+        if self.in_features % BLOCK:
+            return (f"in_features={self.in_features} is not a multiple of {BLOCK}, so 4-bit blocks cross "
+                    "weight rows")  # fmt: skip
+        return super()._layer_reason()
+
+    def _kernel_forward(self, x: Tensor) -> Tensor:
+        sources = (self.absmax_q, self.absmax_scale, self.absmax_offset)
+        scales = self._cached("_block_scale", sources, lambda: self.packed_weight().absmax().float().contiguous())
+        return int4_linear(x, self.packed, scales, code_table(self.quant_type), self.bias, self.out_features)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", quant_type={self.quant_type}"
+        return super().extra_repr() + f", quant_type={self.quant_type}, decode_path={self.decode_path!r}"
