@@ -125,6 +125,23 @@ class EncoderDecoderModel(ModelBase):
     a memo of the cross-attention keys) overrides the method concerned.
     """
 
+    def teacher_forced_output(self, dec: Any, decoder_input_ids: Tensor, labels: Tensor | None) -> ModelOutput:
+        """``forward``'s tail: logits of the decoder output ``dec`` (a ``StackOutput``) and, with
+        ``labels`` of the decoder inputs' shape, the family's ``self.loss(logits, labels)``."""
+        logits = self.logits(dec.hidden)  # (B, T, V)
+        loss, metrics = None, {}
+        if labels is not None:
+            if labels.shape != decoder_input_ids.shape:
+                raise ValueError(
+                    f"labels must have the shape of decoder_input_ids {tuple(decoder_input_ids.shape)}, got "
+                    f"{tuple(labels.shape)}"
+                )
+            loss, metrics = self.loss(logits, labels)
+        return ModelOutput(
+            loss=loss, logits=logits, hidden_states=dec.hidden, attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions, metrics=metrics,
+        )  # fmt: skip
+
     @property
     def max_seq_len(self) -> int:
         """The longest source, and the most decoder positions (``config.max_seq_len``)."""

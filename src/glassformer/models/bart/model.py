@@ -200,19 +200,7 @@ class Bart(EncoderDecoderModel):
             decoder_attention_mask,
             return_weights=return_weights,
         )
-        logits = self.logits(dec.hidden)  # (B, T, V)
-        loss, metrics = None, {}
-        if labels is not None:
-            if labels.shape != decoder_input_ids.shape:
-                raise ValueError(
-                    f"labels must have the shape of decoder_input_ids {tuple(decoder_input_ids.shape)}, got "
-                    f"{tuple(labels.shape)}"
-                )
-            loss, metrics = self.loss(logits, labels)
-        return ModelOutput(
-            loss=loss, logits=logits, hidden_states=dec.hidden, attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, metrics=metrics,
-        )  # fmt: skip
+        return self.teacher_forced_output(dec, decoder_input_ids, labels)
 
     def loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy (label-smoothed by ``label_smoothing``) over labels that are not -100;

@@ -220,19 +220,7 @@ class T5(EncoderDecoderModel):
         dec = self.decode(
             decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask, return_weights=return_weights
         )
-        logits = self.logits(dec.hidden)  # (B, T, V)
-        loss, metrics = None, {}
-        if labels is not None:
-            if labels.shape != decoder_input_ids.shape:
-                raise ValueError(
-                    f"labels must have the shape of decoder_input_ids {tuple(decoder_input_ids.shape)}, "
-                    f"got {tuple(labels.shape)}"
-                )
-            loss, metrics = self.loss(logits, labels)
-        return ModelOutput(
-            loss=loss, logits=logits, hidden_states=dec.hidden, attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, metrics=metrics,
-        )  # fmt: skip
+        return self.teacher_forced_output(dec, decoder_input_ids, labels)
 
     def loss(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy over the labels that are not -100 (``label_smoothing`` as torch defines it).

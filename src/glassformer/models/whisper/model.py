@@ -245,19 +245,7 @@ class Whisper(EncoderDecoderModel):
         enc = self.encode(input_features, attention_mask)
         audio_mask = self._position_mask(attention_mask, input_features)
         dec = self.decode(decoder_input_ids, enc.hidden, audio_mask, decoder_attention_mask, return_weights=return_weights)
-        logits = self.logits(dec.hidden)  # (B, T, V)
-        loss, metrics = None, {}
-        if labels is not None:
-            if labels.shape != decoder_input_ids.shape:
-                raise ValueError(
-                    f"labels must have the shape of decoder_input_ids {tuple(decoder_input_ids.shape)}, got "
-                    f"{tuple(labels.shape)}"
-                )
-            loss, metrics = self.loss(logits, labels)
-        return ModelOutput(
-            loss=loss, logits=logits, hidden_states=dec.hidden, attentions=dec.attentions,
-            cross_attentions=dec.cross_attentions, metrics=metrics,
-        )  # fmt: skip
+        return self.teacher_forced_output(dec, decoder_input_ids, labels)
 
     @staticmethod
     def loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
