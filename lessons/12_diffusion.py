@@ -246,8 +246,9 @@ check("DDIM with the true noise lands on add_noise(x_0, eps, 480)", perfect,
 
 # ---------------------------------------------------------------------------------------------
 section("4. Training a tiny class-conditional UNet")
-# The UNet: convolutions at 16x16 and 8x8, self-attention at 8x8 and 4x4, every ResBlock adding
-# an embedding of t (a sinusoid through an MLP) plus one of the class. One network denoises every
+# The UNet: three levels of ResBlocks at 16x16, 8x8 and 4x4 pixels, self-attention at the two
+# smaller ones, skips from the way down to the way up, every ResBlock adding an embedding of t (a
+# sinusoid through an MLP) plus one of the class. One network denoises every
 # noise level of every class. Its training loss is section 1 plus a regression: draw t and eps,
 # build x_t, predict eps, mean squared error.
 tiny = config.replace(image_size=16, patch_size=1, channels=(16, 32, 32), attention=(False, True, True),
