@@ -35,6 +35,8 @@ def register(add_parser: AddParser) -> None:
     )
     gen.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
                      help="greedy only: guess N tokens from earlier text and check them in one pass")  # fmt: skip
+    gen.add_argument("--quant", choices=["int8", "nf4"], default=None,
+                     help="quantize the float model's linear layers in memory first (decodes with the int8 / 4-bit kernels)")  # fmt: skip
     _sampling_args(gen, temperature=1.0, top_p=1.0, max_new_tokens=64)
     gen.set_defaults(func=_generate)
 
@@ -67,6 +69,8 @@ def _generate(args: argparse.Namespace) -> int:
     from glassformer.generate.loading import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
+    if args.quant:
+        _quantize(ckpt.model, args.quant, args.checkpoint)
     eos = getattr(ckpt.tokenizer, "eos_token_id", None)
     config = GenerationConfig(
         strategy=args.strategy,
@@ -97,6 +101,17 @@ def _generate(args: argparse.Namespace) -> int:
             out.flush()
     out.write("\n")
     return 0
+
+
+def _quantize(model: Any, to: str, checkpoint: str) -> None:
+    """``--quant``: the float checkpoint's linear layers to int8 / NF4, in memory (lm_head stays float)."""
+    from glassformer.quant import is_quantized, quantize_model
+
+    if is_quantized(model):
+        found = (getattr(model, "quantization", None) or {}).get("format", "quantized layers")
+        raise ValueError(f"{checkpoint} is already quantized ({found}); drop --quant {to}, or pass the float "
+                         "checkpoint to quantize it once")  # fmt: skip
+    quantize_model(model, to=to)
 
 
 def _chat(args: argparse.Namespace) -> int:
