@@ -38,10 +38,10 @@ def seconds_per_step(model: nn.Module, data: Any, batch_size: int, work_dir: str
     fields.update(overrides)
     Trainer(copy.deepcopy(model), TrainConfig(**fields), data, None).fit()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in records if r.get("kind") == "train" and "samples_per_s" in r]
-    if not rates:
-        raise RuntimeError(f"{out / 'log.jsonl'}: the calibration run logged no throughput")
-    return batch_size * fields.get("grad_accum_steps", 1) / rates[-1]
+    times = [r["step_s"] for r in records if r.get("kind") == "train" and "step_s" in r]
+    if not times:
+        raise RuntimeError(f"{out / 'log.jsonl'}: the calibration run logged no step times")
+    return times[-1]
 
 
 def steps_for_minutes(minutes: float, per_step: float, reserve: float = 0.0, at_least: int = 20) -> int:

@@ -2,7 +2,7 @@
 TensorBoard, curve picture, summary.
 
 Only rank 0 reports. ``log.jsonl`` gets one JSON object per logged step
-(``{"kind": "train", "step", "loss", "lr", "grad_norm", "tok_per_s" or "samples_per_s", ...}``)
+(``{"kind": "train", "step", "loss", "lr", "grad_norm", "tok_per_s" or "samples_per_s", "step_s", ...}``)
 and one per evaluation (``{"kind": "eval", "step", "eval_loss", ...}``); it is the source of the
 picture and easy to load with pandas. When a run resumes, records after the checkpoint's step
 (written by the run that was killed) are dropped, so the log reads as one uninterrupted run.

@@ -522,6 +522,7 @@ class _Loop:
                 values[name] = value
         now = time.perf_counter()
         values[f"{'tok' if self.unit == 'tok' else 'samples'}_per_s"] = window["seen"] / max(now - window["t"], 1e-9)
+        values["step_s"] = (now - window["t"]) / steps  # wall seconds per optimizer step in this window
         epoch = self.stream.epoch_of(self.stream.position)
         if epoch is not None:
             values["epoch"] = round(epoch, 4)
