@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from glassformer import registry
 from glassformer.train import TrainConfig, Trainer
@@ -44,23 +45,24 @@ def tiny_config(preset_name: str) -> Any:
     return config.replace(**fields)
 
 
-def build_data(preset_name: str, out_dir: Path, data: str | None = None, **options: Any) -> tuple[Any, Any, Any, Any]:
+def build_data(preset_name: str, out_dir: Path, data: str | None = None, steps: int = 1, **options: Any) -> tuple[Any, Any, Any, Any]:
     """``(config, train_config, train_data, eval_data)`` from the family's builder on the slice."""
     preset = registry.get(preset_name)
     config = tiny_config(preset_name)
-    train_config = TrainConfig(out_dir=str(out_dir), max_steps=1, batch_size=4, eval_interval=1, eval_batches=2,
-                               save_interval=100, log_interval=1, progress=False, plot=False)  # fmt: skip
+    train_config = TrainConfig(out_dir=str(out_dir), max_steps=steps, batch_size=4, eval_interval=steps, eval_batches=2,
+                               save_interval=100, log_interval=steps, progress=False, plot=False, lr=3e-3)  # fmt: skip
     builder = registry.data_builder(preset, data)
     train, val = builder(train_config, config, registry.DataRequest(preset, {**SLICE, **options}))
     return config, train_config, train, val
 
 
-def train_one_step(preset_name: str, out_dir: Path, data: str | None = None, **options: Any) -> Any:
-    """One optimizer step and one evaluation on the builder's batches; returns the summary."""
-    config, train_config, train, val = build_data(preset_name, out_dir, data, **options)
+def train_one_step(preset_name: str, out_dir: Path, data: str | None = None, steps: int = 1, **options: Any) -> Any:
+    """One optimizer step (or ``steps``) and one evaluation on the builder's batches; returns the summary."""
+    config, train_config, train, val = build_data(preset_name, out_dir, data, steps, **options)
+    torch.manual_seed(0)  # the same initial weights on every run
     model = registry.get(preset_name).build(config)
     summary = Trainer(model, train_config, train, val, model_config=config).fit()
-    assert summary.step == 1
+    assert summary.step == steps
     assert summary.final_loss is not None and math.isfinite(summary.final_loss)
     assert math.isfinite(summary.last_eval["eval_loss"])
     return summary
