@@ -220,7 +220,7 @@ class ByteLevelBPE(Tokenizer):
             whole = self.token_ids.get(bytes_to_token(data))
             if whole is not None:
                 return [whole]
-        ids = list(map(self._byte_ids.__getitem__, data))
+        ids = self._symbol_ids(data)
         if None in ids:
             missing = data[ids.index(None)]
             raise ValueError(f"byte 0x{missing:02x} has no token in this vocabulary (a byte-level BPE needs all 256)")
@@ -236,6 +236,10 @@ class ByteLevelBPE(Tokenizer):
             i = ranked.index(best)
             ids[i : i + 2] = [best[1]]
         return ids  # type: ignore[return-value]
+
+    def _symbol_ids(self, data: bytes) -> list[int | None]:
+        """The ids merging starts from: one per byte (CLIP's BPE marks the last one as a word end)."""
+        return list(map(self._byte_ids.__getitem__, data))
 
     def _merge_with_heap(self, ids: list[int]) -> list[int]:
         """The same merges in O(n log n): a heap of candidate pairs over a linked list of tokens.

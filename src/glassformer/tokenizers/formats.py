@@ -3,7 +3,7 @@
 Recognized, in this order for a folder:
 
 - ``tokenizer.json`` (the ``tokenizers`` library's format, what glassformer's ``save`` writes):
-  BPE -> ``ByteLevelBPE``, WordPiece -> ``WordPiece``, one-character WordLevel -> ``CharTokenizer``;
+  BPE -> ``ByteLevelBPE`` (``CLIPTokenizer`` when the BPE marks word ends with ``</w>``), WordPiece -> ``WordPiece``, one-character WordLevel -> ``CharTokenizer``;
   ``tokenizer_config.json`` beside it names the special tokens' roles (pad, eos, ...);
 - ``vocab.json`` + ``merges.txt`` (GPT-2) -> ``ByteLevelBPE``;
 - ``vocab.txt`` (BERT, with ``tokenizer_config.json``'s ``do_lower_case``) -> ``WordPiece``;
@@ -25,6 +25,7 @@ from glassformer.tokenizers import files
 from glassformer.tokenizers.base import PathLike, Tokenizer
 from glassformer.tokenizers.bpe import ByteLevelBPE
 from glassformer.tokenizers.char import CharTokenizer
+from glassformer.tokenizers.clip import WORD_END, CLIPTokenizer
 from glassformer.tokenizers.wordpiece import WordPiece
 
 T = TypeVar("T", bound=Tokenizer)
@@ -45,6 +46,8 @@ def from_tokenizer_json(path: PathLike, config: dict[str, Any] | None = None) ->
     if kind not in _MODEL_CLASSES:
         raise ValueError(f"{path}: model type {kind!r} is not supported (glassformer reads BPE, WordPiece "
                          "and character-level WordLevel)")
+    if kind == "BPE" and data["model"].get("end_of_word_suffix") == WORD_END:
+        return CLIPTokenizer.from_hf_json(data, str(path), config)
     return _MODEL_CLASSES[kind].from_hf_json(data, str(path), config)
 
 
