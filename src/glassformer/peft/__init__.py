@@ -24,13 +24,16 @@ from glassformer.peft.lora import (
     set_merged,
     trainable_parameters,
 )
+from glassformer.peft.quantized import QLORA_FORMATS, dequantize_rest, quantize_base
 
 __all__ = [
+    "QLORA_FORMATS",
     "LoraConfig",
     "LoraError",
     "LoraLinear",
     "TrainableCount",
     "base_fingerprint",
+    "dequantize_rest",
     "find_targets",
     "inject_lora",
     "linear_layers",
@@ -39,6 +42,7 @@ __all__ = [
     "lora_state_dict",
     "merge_lora",
     "parse_lora_spec",
+    "quantize_base",
     "save_adapter",
     "set_merged",
     "trainable_parameters",

@@ -12,6 +12,9 @@ peft's config has no field for which base an adapter belongs to beyond
 ``base_model_name_or_path``, and unknown fields make it warn, so the base's family and config
 fingerprint go in a sidecar, ``glassformer_adapter.json``, which peft ignores. Loading refuses an
 adapter whose fingerprint (or, for peft's own files, base name) is another model's, naming both.
+The sidecar also says whether the adapter was trained on a 4-bit base (QLoRA): loading it onto
+the float base quantizes that base the same way again (the rounding is deterministic), so the
+reloaded model computes what the trained one did.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from glassformer.peft.lora import LoraConfig, LoraError, LoraLinear, inject_lora, lora_layers, lora_state_dict
+from glassformer.peft.quantized import is_quantized_layer
 from glassformer.registry import family as family_record
 from glassformer.utils.weights import read_safetensors, write_json, write_safetensors
 
@@ -131,7 +135,8 @@ def save_adapter(
     write_json(_peft_config(model, names, base_name), directory / ADAPTER_CONFIG)
     sidecar = {"family": getattr(model, "family", ""), "model_class": type(model).__name__,
                "base_name": base_name, "base_fingerprint": base_fingerprint(model),
-               "names": "huggingface" if names else "glassformer"}  # fmt: skip
+               "names": "huggingface" if names else "glassformer",
+               "base_quantization": model.lora_config.quantize}  # fmt: skip
     write_json(sidecar, directory / SIDECAR)
     return directory
 
@@ -228,13 +233,20 @@ def _fill_saved(folder: Path, model: nn.Module, saved: dict[str, Tensor]) -> Non
         params[name].data.copy_(tensor.to(params[name].dtype))
 
 
+def _requantize(model: nn.Module, trained_on: str | None) -> str | None:
+    """The 4-bit format to store a float base in so a QLoRA adapter sees the weights it trained on
+    (None when it trained on a float base, or this base is quantized already)."""
+    already = any(is_quantized_layer(m) for m in model.modules())
+    return None if already else trained_on
+
+
 def load_adapter(
     model: nn.Module, directory: str | os.PathLike[str], *, base_name: str | None = None
 ) -> nn.Module:
     """Inject and fill the adapter in ``directory`` (ours or peft's) into a model without one; returns it.
 
     The adapter's layers and saved modules become trainable, as after :func:`inject_lora`, so
-    training can go on. ``base_name`` (the base's hub id or folder) is checked against a peft
+    training can go on. A QLoRA adapter stores a float base in 4 bits first (see the module note). ``base_name`` (the base's hub id or folder) is checked against a peft
     adapter's ``base_model_name_or_path``; ours are checked by config fingerprint.
     """
     folder = Path(directory)
@@ -246,7 +258,8 @@ def load_adapter(
     adapter = _read_json(folder / ADAPTER_CONFIG)
     _check_supported(folder, adapter)
     _check_base(folder, adapter, model, base_name)
-    ours_named = (folder / SIDECAR).is_file() and _read_json(folder / SIDECAR).get("names") == "glassformer"
+    side = _read_json(folder / SIDECAR) if (folder / SIDECAR).is_file() else {}
+    ours_named = side.get("names") == "glassformer"
     hf_to_ours = {} if ours_named else {hf: ours for ours, hf in tensor_names(model).items()}
     layers, saved = _group(folder, read_safetensors(folder / ADAPTER_WEIGHTS), hf_to_ours)
     if not layers:
@@ -261,7 +274,7 @@ def load_adapter(
     config = LoraConfig(
         r=ranks.pop(), alpha=float(adapter.get("lora_alpha", 8)), dropout=float(adapter.get("lora_dropout", 0.0)),
         target=tuple(sorted(layers)), use_rslora=bool(adapter.get("use_rslora", False)),
-        modules_to_save=saved_modules, init=init,
+        modules_to_save=saved_modules, init=init, quantize=_requantize(model, side.get("base_quantization")),
     )  # fmt: skip
     inject_lora(model, config)
     _fill(folder, model, layers)

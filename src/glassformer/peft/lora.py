@@ -8,7 +8,9 @@ adapter trained here and one trained there are interchangeable (``glassformer.pe
 :class:`LoraLinear` wraps any module that has ``in_features``, ``out_features`` and a ``weight``
 (an ``nn.Linear``, or a quantized linear layer whose ``weight`` dequantizes: LoRA over that is
 QLoRA). :func:`inject_lora` swaps the chosen layers of a model for wrappers and freezes
-everything else except the ``modules_to_save`` (a classifier head, typically).
+everything else except the ``modules_to_save`` (a classifier head, typically); with
+``LoraConfig(quantize="nf4")`` it first stores the frozen base's linear layers in NF4
+(:mod:`glassformer.peft.quantized`), which is QLoRA.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from glassformer.peft.quantized import (
+    QLORA_FORMATS,
+    base_forward,
+    dequantize_rest,
+    dequantized,
+    is_quantized_layer,
+    quantize_base,
+)
 from glassformer.utils.suggest import did_you_mean
 
 Init = Literal["kaiming", "gaussian"]
@@ -45,7 +55,9 @@ class LoraConfig:
     saved with the adapter (a new classifier head has no pretrained weights to fall back on).
     ``use_rslora`` scales by ``alpha / sqrt(r)`` (Kalajdzievski 2023) instead of ``alpha / r``.
     ``init``: how ``A`` starts, ``"kaiming"`` (uniform, peft's default) or ``"gaussian"``
-    (normal with std ``1 / r``); ``B`` always starts at zero.
+    (normal with std ``1 / r``); ``B`` always starts at zero. ``quantize``: QLoRA, the frozen base's
+    linear layers stored in this 4-bit format (``"nf4"`` or ``"fp4"``) before the adapters go on;
+    the adapters and the saved modules stay float32.
     """
 
     r: int = 8
@@ -55,6 +67,7 @@ class LoraConfig:
     use_rslora: bool = False
     modules_to_save: tuple[str, ...] = ()
     init: Init = "kaiming"
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.target, list):
@@ -72,6 +85,9 @@ class LoraConfig:
             raise LoraError(f"LoraConfig.dropout={self.dropout!r}: must be in [0, 1)")
         if self.init not in ("kaiming", "gaussian"):
             raise LoraError(f"LoraConfig.init={self.init!r}: expected 'kaiming' or 'gaussian'")
+        if self.quantize is not None and self.quantize not in QLORA_FORMATS:
+            raise LoraError(f"LoraConfig.quantize={self.quantize!r}: a QLoRA base is stored in one of "
+                            f"{', '.join(QLORA_FORMATS)} (or None for a float base)")  # fmt: skip
         self._check_target()
 
     def _check_target(self) -> None:
@@ -178,7 +194,7 @@ class LoraLinear(nn.Module):
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling  # (out, r) @ (r, in)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.base(x)  # (..., out)
+        y = base_forward(self.base, x)  # (..., out)
         if self.merged:
             return y
         update = self.lora_B(self.lora_A(self.dropout(x.to(self.lora_A.weight.dtype))))  # (..., out)
@@ -189,7 +205,7 @@ class LoraLinear(nn.Module):
         if not isinstance(weight, nn.Parameter) or not weight.dtype.is_floating_point:
             raise LoraError(
                 f"cannot merge into a {type(self.base).__name__}: its weight is not a float parameter "
-                "(a quantized base keeps its adapter unmerged; dequantize it first to merge)"
+                "(a quantized base keeps its adapter unmerged; merge_lora(model) folds it into a float copy)"
             )
         return weight
 
@@ -214,7 +230,13 @@ class LoraLinear(nn.Module):
 
     @torch.no_grad()
     def folded(self) -> nn.Module:
-        """The base layer with the update folded in, for good (what :func:`merge_lora` puts back)."""
+        """The base layer with the update folded in, for good (what :func:`merge_lora` puts back).
+
+        A quantized base comes back as a float ``nn.Linear`` of its dequantized weight plus the
+        update: the update was trained against exactly those weights, and rounding the sum to 4 bits
+        again would lose most of it."""
+        if is_quantized_layer(self.base):
+            return dequantized(self.base, self.delta_weight())
         if not self.merged:
             weight = self._writable_weight()
             weight.add_(self.delta_weight().to(weight.dtype))
@@ -312,6 +334,8 @@ def inject_lora(model: nn.Module, config: LoraConfig, *, verbose: bool = False) 
     clash = [t for t in targets if any(t == s or t.startswith(s + ".") for s in saved)]
     if clash:
         raise LoraError(f"{clash[0]} is both a LoRA target and in modules_to_save; pick one")
+    if config.quantize is not None:
+        _quantize_for_qlora(model, config.quantize, saved)
     for name in targets:
         base = model.get_submodule(name)
         try:
@@ -332,17 +356,37 @@ def inject_lora(model: nn.Module, config: LoraConfig, *, verbose: bool = False) 
     return model
 
 
+def _quantize_for_qlora(model: nn.Module, fmt: str, saved: Sequence[str]) -> None:
+    try:
+        quantize_base(model, fmt, saved)
+    except ValueError as err:
+        raise LoraError(
+            f"QLoRA (quantize={fmt!r}) needs a float base: {err}. On a base quantized already, plain LoRA "
+            "(quantize=None) is QLoRA"
+        ) from None
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base layer and put the plain layers back (peft's ``merge_and_unload``).
 
     The result is an ordinary model (its state dict has the base's names again), as fast as the
-    base; the saved modules keep their trained weights.
+    base; the saved modules keep their trained weights. A QLoRA model (``quantize`` set) comes back
+    all float: its adapted layers folded into their dequantized weights, the others dequantized.
     """
     layers = list(lora_layers(model))
     if not layers:
         raise LoraError("this model has no LoRA layers to merge")
+    if getattr(getattr(model, "lora_config", None), "quantize", None) is None:
+        quantized = [n for n, layer in layers if is_quantized_layer(layer.base)]
+        if quantized:  # the user's own quantized model: folding would silently make it float
+            raise LoraError(
+                f"{quantized[0]} has a quantized base that merging would turn back into float32; keep the "
+                "adapter unmerged on a quantized model, or train with LoraConfig(quantize=...) (QLoRA), "
+                "whose merge is meant to give a float model"
+            )
     for name, layer in layers:
         _replace(model, name, layer.folded())
+    dequantize_rest(model)
     for attr in ("lora_config", "lora_saved_modules"):
         model.__dict__.pop(attr, None)
     return model
@@ -400,10 +444,10 @@ def trainable_parameters(model: nn.Module) -> TrainableCount:
 # the command line's spelling
 
 SPEC_KEYS = {"r": "r", "alpha": "alpha", "dropout": "dropout", "target": "target", "rslora": "use_rslora",
-             "save": "modules_to_save", "init": "init"}  # fmt: skip
+             "save": "modules_to_save", "init": "init", "quant": "quantize"}  # fmt: skip
 
 
-def _spec_value(key: str, text: str) -> object:
+def _spec_value(key: str, text: str, flag: str) -> object:
     field = SPEC_KEYS[key]
     try:
         if field == "r":
@@ -412,10 +456,10 @@ def _spec_value(key: str, text: str) -> object:
             return float(text)
     except ValueError:
         kind = "an integer" if field == "r" else "a number"
-        raise LoraError(f"--lora {key}={text!r}: expected {kind}") from None
+        raise LoraError(f"{flag} {key}={text!r}: expected {kind}") from None
     if field == "use_rslora":
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise LoraError(f"--lora rslora={text!r}: expected true or false")
+            raise LoraError(f"{flag} rslora={text!r}: expected true or false")
         return text.lower() in ("true", "1", "yes")
     if field in ("target", "modules_to_save"):
         names = tuple(t for t in text.split("|") if t)
@@ -423,26 +467,30 @@ def _spec_value(key: str, text: str) -> object:
     return text
 
 
-def parse_lora_spec(spec: str) -> LoraConfig:
+def parse_lora_spec(spec: str, *, qlora: bool = False) -> LoraConfig:
     """``"r=8,alpha=16,target=q_proj|v_proj,dropout=0.05"`` -> :class:`LoraConfig`.
 
     Keys: ``r``, ``alpha``, ``dropout``, ``target`` (layer names joined by ``|``, or
-    ``all-linear``), ``rslora`` (true/false), ``save`` (modules_to_save, joined by ``|``), ``init``.
-    Keys left out keep :class:`LoraConfig`'s defaults.
+    ``all-linear``), ``rslora`` (true/false), ``save`` (modules_to_save, joined by ``|``), ``init``,
+    ``quant`` (QLoRA's base format, nf4 or fp4). Keys left out keep :class:`LoraConfig`'s defaults;
+    ``qlora=True`` (the ``--qlora`` flag) reads the same grammar with ``quant`` defaulting to nf4.
     """
-    values: dict[str, object] = {}
+    flag = "--qlora" if qlora else "--lora"
+    values: dict[str, object] = {"quantize": "nf4"} if qlora else {}
+    given: set[str] = set()
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
         key, eq, text = item.partition("=")
         key = key.strip()
         if not eq or not text.strip():
-            raise LoraError(f"--lora: {item!r} is not KEY=VALUE (e.g. r=8,alpha=16,target=q_proj|v_proj)")
+            raise LoraError(f"{flag}: {item!r} is not KEY=VALUE (e.g. r=8,alpha=16,target=q_proj|v_proj)")
         if key not in SPEC_KEYS:
             raise LoraError(
-                f"--lora: unknown key {key!r}{did_you_mean(key, SPEC_KEYS)}; known keys: {', '.join(SPEC_KEYS)}"
+                f"{flag}: unknown key {key!r}{did_you_mean(key, SPEC_KEYS)}; known keys: {', '.join(SPEC_KEYS)}"
             )
-        if SPEC_KEYS[key] in values:
-            raise LoraError(f"--lora: {key} is given twice")
-        values[SPEC_KEYS[key]] = _spec_value(key, text.strip())
+        if key in given:
+            raise LoraError(f"{flag}: {key} is given twice")
+        given.add(key)
+        values[SPEC_KEYS[key]] = _spec_value(key, text.strip(), flag)
     return LoraConfig(**values)  # type: ignore[arg-type]
