@@ -108,8 +108,9 @@ def parse_rule(rule: str) -> dict[str, str]:
 
 def parse_rules(held_out: str | Sequence[str]) -> tuple[dict[str, str], ...]:
     """Rules from a sequence of phrases or one comma-separated string (``"green triangle, red star"``)."""
-    phrases = held_out.split(",") if isinstance(held_out, str) else list(held_out)
-    return tuple(parse_rule(p) for p in phrases if str(p).strip())
+    if isinstance(held_out, str):
+        return tuple(parse_rule(p) for p in held_out.split(",") if p.strip())  # "a, b," has two rules
+    return tuple(parse_rule(p) for p in held_out)
 
 
 def _matches(obj: tuple[int, int, int], rules: Sequence[dict[str, str]]) -> bool:
