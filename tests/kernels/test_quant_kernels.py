@@ -91,12 +91,13 @@ def test_every_path_gives_the_plain_c_bits(kernel_isa, monkeypatch):
 @needs_kernels
 @pytest.mark.parametrize("code", [127, -128])
 def test_int8_sums_do_not_overflow(kernel_isa, code):
-    """All weights at the int8 limit and x at its absmax: 4100 * 127 * 32767 is 8x past int32."""
-    qweight = torch.full((3, 4100), code, dtype=torch.int8)
+    """All weights at the int8 limit and x at its absmax: 8200 * 127 * 32767 is 16x past int32, and
+    twice what one AVX2 lane (1 in 8 of the products) holds."""
+    qweight = torch.full((3, 8200), code, dtype=torch.int8)
     scale = torch.tensor([1.0, 0.5, 2.0])
-    x = torch.ones(2, 4100)
+    x = torch.ones(2, 8200)
     got = int8_linear(x, qweight, scale, int8_rowsum(qweight), None)
-    exact = torch.tensor(float(code * 32767 * 4100), dtype=torch.float32)  # (float)S, as the epilogue
+    exact = torch.tensor(float(code * 32767 * 8200), dtype=torch.float32)  # (float)S, as the epilogue
     want = exact * ((torch.tensor(1.0) / 32767) * scale)
     assert torch.equal(got, want.expand(2, 3))
 
