@@ -111,3 +111,21 @@ def test_the_verb_refuses_a_seed_that_is_not_an_integer(folders, tmp_path: Path,
         main(["sample", str(folders["conditional"]), "--seed", seed, "--out", str(tmp_path / "grid.png")])
     assert stopped.value.code == 2
     assert f"argument --seed: invalid int value: '{seed}'" in capsys.readouterr().err
+
+
+def test_zero_steps_huge_seeds_and_numpy_seeds(conditional: DiffusionUNet) -> None:
+    import numpy as np
+
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        sample(conditional, 2, steps=0, labels=0)
+    with pytest.raises(ValueError, match="64-bit generator seed"):
+        sample(conditional, 2, steps=2, labels=0, seed=2**70)
+    same = sample(conditional, 2, steps=2, labels=0, seed=np.int64(3)).images
+    assert torch.equal(same, sample(conditional, 2, steps=2, labels=0, seed=3).images)
+
+
+def test_the_verb_names_its_flag_when_guidance_lacks_a_class(folders, tmp_path: Path, capsys) -> None:
+    code = main(["sample", str(folders["conditional"]), "--guidance", "3", "--n", "2", "--steps", "2",
+                 "--out", str(tmp_path / "g.png")])  # fmt: skip
+    assert code == 2 and "add --class NAME" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()

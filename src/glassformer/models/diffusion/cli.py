@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from glassformer.models.diffusion.sampling import load_for_sampling, sample
 
     model = load_for_sampling(args.checkpoint, ema=not args.no_ema)
+    if args.guidance is not None and args.label is None and model.config.n_classes:
+        raise ValueError("--guidance steers towards a class: add --class NAME (or an id), e.g. --class sandal")
     result = sample(model, args.n, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                     labels=args.label, seed=args.seed, eta=args.eta, spacing=args.spacing,
                     return_trajectory=bool(args.strip or args.gif))  # fmt: skip

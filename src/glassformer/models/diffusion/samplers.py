@@ -49,7 +49,7 @@ class DDPMSampler:
 
     def __init__(self, schedule: NoiseSchedule, steps: int | None = None, spacing: str = "leading") -> None:
         self.schedule = schedule
-        self.timesteps = schedule.timesteps(steps or schedule.num_train_timesteps, spacing)
+        self.timesteps = schedule.timesteps(schedule.num_train_timesteps if steps is None else steps, spacing)
 
     def previous(self, t: int) -> int:
         """The step after ``t`` in this sampler's list, -1 after the last."""

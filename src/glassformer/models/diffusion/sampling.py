@@ -15,6 +15,7 @@ prediction for the null class; ``w = 0`` is plain conditional sampling. (diffuse
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,8 +77,10 @@ def _class_id(names: tuple[str, ...], n_classes: int, item: int | str) -> int:
 
 def _check_request(model: DiffusionUNet, n: int, seed: object, guidance: float | None,
                    ids: Tensor | None, sampler: str, eta: float) -> None:  # fmt: skip
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r} ({type(seed).__name__})")
+    if not -(2**63) <= int(seed) < 2**64:
+        raise ValueError(f"seed={seed} does not fit torch's 64-bit generator seed; use one in [0, 2**63)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer (how many images), got {n!r}")
     if sampler not in SAMPLERS:
@@ -122,11 +125,11 @@ def sample(model: DiffusionUNet, n: int, *, steps: int | None = None, sampler: s
     _check_request(model, n, seed, guidance, ids, sampler, eta)
     schedule = model.schedule
     if sampler == "ddim":
-        stepper: DDIMSampler | DDPMSampler = DDIMSampler(schedule, steps or 50, spacing, eta=eta)
+        stepper: DDIMSampler | DDPMSampler = DDIMSampler(schedule, 50 if steps is None else steps, spacing, eta=eta)
     else:
         stepper = DDPMSampler(schedule, steps, spacing)
     cfg, param = model.config, model.conv_in.weight
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
     x = torch.randn(shape, generator=generator).to(device=param.device, dtype=param.dtype)  # x_T
     ids = ids.to(param.device) if ids is not None else None
