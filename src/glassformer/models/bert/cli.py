@@ -2,6 +2,7 @@
 
     glassformer finetune bert --task sst2 --from all-MiniLM-L6-v2 --out out/sst2
     glassformer finetune bert --train mine.csv --val-file dev.csv --from out/bert-mini/best
+    glassformer finetune bert --task sst2 --from all-MiniLM-L6-v2 --qlora r=8,alpha=16,target=all-linear
     glassformer classify out/sst2/model "a gripping, beautifully shot film"
     glassformer classify out/sst2/model --file reviews.txt
 
@@ -52,6 +53,9 @@ def register(add_parser: AddParser) -> None:
     p.add_argument("--lora", metavar="SPEC",
                    help="train LoRA adapters and the head only, e.g. r=8,alpha=16,target=q_proj|v_proj,dropout=0.05 "
                    "(keys: r, alpha, dropout, target, rslora, save, init); the adapter lands in OUT/adapter")
+    p.add_argument("--qlora", metavar="SPEC",
+                   help="QLoRA: as --lora (same keys, plus quant=nf4|fp4, default nf4) over the frozen base's "
+                   "linear layers stored in 4 bits; the adapter is the same peft-format OUT/adapter")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra training-engine setting (TrainConfig field), e.g. --set progress=false; repeatable")
     p.set_defaults(func=run_finetune)
@@ -110,7 +114,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     from glassformer.peft import parse_lora_spec
     from glassformer.utils.paths import data_root
 
-    lora = parse_lora_spec(args.lora) if args.lora else None  # a bad spec fails before any data is read
+    if args.lora and args.qlora:
+        raise ValueError("give --lora or --qlora, not both (--qlora is --lora over a 4-bit base)")
+    spec = args.qlora or args.lora
+    lora = parse_lora_spec(spec, qlora=bool(args.qlora)) if spec else None  # fails before any data is read
     known: tuple[str, ...] = ()
     if args.task == "sst2":
         root = data_root()
