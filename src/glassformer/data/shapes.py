@@ -388,7 +388,7 @@ class ShapesSplit(PairedImages):
 class ShapesConfig:
     """What a shapes split looks like.
 
-    ``held_out``: rules (see :func:`parse_rule`) or one comma-separated string; ``paraphrase``:
+    ``held_out``: rules (see :func:`parse_rule`), or one comma-separated string of them; ``paraphrase``:
     draw each caption's template at random (``None``: yes for ``train``, no for the test splits,
     whose captions are then canonical, so one composition has one caption); ``supersample``: the
     anti-aliasing factor (1: hard edges, a little faster).
@@ -400,6 +400,14 @@ class ShapesConfig:
     paraphrase: bool | None = None
     supersample: int = 4
 
+    def __post_init__(self) -> None:
+        """``held_out`` as a tuple of phrases, from a comma-separated string or any sequence (it keys the cache)."""
+        if isinstance(self.held_out, str):
+            rules = tuple(r.strip() for r in self.held_out.split(",") if r.strip())  # "a, b," has two rules
+        else:
+            rules = tuple(str(r) for r in self.held_out)
+        object.__setattr__(self, "held_out", rules)
+
     def check(self) -> None:
         """Raise :class:`ShapesDataError` naming the first field that cannot work."""
         if not isinstance(self.image_size, int) or self.image_size < 32:
@@ -408,9 +416,7 @@ class ShapesConfig:
             raise ShapesDataError(f"ShapesConfig.two_object_fraction must be within [0, 1], got {self.two_object_fraction!r}")
         if not isinstance(self.supersample, int) or not 1 <= self.supersample <= 8:
             raise ShapesDataError(f"ShapesConfig.supersample must be an int from 1 to 8, got {self.supersample!r}")
-        if isinstance(self.held_out, str):
-            raise ShapesDataError(f"ShapesConfig.held_out must be a tuple of rules, got the string {self.held_out!r}: "
-                                  "write held_out=tuple(rule.strip() for rule in text.split(','))")
+        parse_rules(self.held_out)
 
 
 def _check_request(split: str, n: int, seed: int) -> None:
