@@ -1,12 +1,13 @@
-"""Position-wise feed-forward networks: plain (ReLU, GELU) and gated (SwiGLU, GeGLU)."""
+"""Position-wise feed-forward networks: plain (ReLU, GELU, quick GELU) and gated (SwiGLU, GeGLU)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "swiglu", "geglu", "geglu_tanh"]
 GATED: dict[str, str] = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}  # geglu_tanh: Gemma
 
 
@@ -18,9 +19,19 @@ def activation_fn(name: str) -> nn.Module:
         return nn.GELU()  # exact, erf-based (BERT)
     if name == "gelu_tanh":
         return nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+    if name == "quick_gelu":
+        return QuickGELU()  # OpenAI CLIP's
     if name == "silu":
         return nn.SiLU()
-    raise ValueError(f"unknown activation {name!r}; expected relu, gelu, gelu_tanh or silu")
+    raise ValueError(f"unknown activation {name!r}; expected relu, gelu, gelu_tanh, quick_gelu or silu")
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the sigmoid approximation of GELU that OpenAI's CLIP was trained with,
+    so its checkpoints need exactly this curve, not the exact GELU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
 
 
 class FeedForward(nn.Module):

@@ -12,6 +12,8 @@ vocabulary through the ``tokenizers`` library.
 - ``WordPiece`` (``wordpiece``): BERT. ``WordPiece.from_vocab_file("vocab.txt", lowercase=True)``,
   ``WordPiece.from_folder(model_folder)``.
 - ``CharTokenizer`` (``char``): one id per character (shakespeare_char).
+- ``CLIPTokenizer`` (``clip``): CLIP's lower-cased BPE with ``</w>`` word ends and 77-token
+  captions, ``CLIPTokenizer.from_merges_file()`` (the shared ``bpe_simple_vocab_16e6.txt.gz``).
 - ``train_bpe`` / ``train_wordpiece`` (``trainers``): learn a vocabulary from text.
 - ``load_tokenizer(path, kind=Tokenizer)`` (``formats``): whichever of the above a folder or file
   holds (``kind`` checks it is the one expected).
@@ -23,6 +25,7 @@ on the same vocabulary; ``tests/tokenizers`` checks it on real vocabularies.
 from glassformer.tokenizers.base import BatchEncoding, Template, Tokenizer
 from glassformer.tokenizers.bpe import ByteLevelBPE
 from glassformer.tokenizers.char import CharTokenizer
+from glassformer.tokenizers.clip import CLIPTokenizer
 from glassformer.tokenizers.formats import from_tokenizer_json, load_tokenizer
 from glassformer.tokenizers.pretokenize import PATTERNS, bytes_to_unicode
 from glassformer.tokenizers.trainers import train_bpe, train_wordpiece
@@ -33,6 +36,7 @@ __all__ = [
     "BatchEncoding",
     "BertNormalizer",
     "ByteLevelBPE",
+    "CLIPTokenizer",
     "CharTokenizer",
     "Template",
     "Tokenizer",

@@ -31,13 +31,15 @@ class ViTConfig(ConfigMixin):
     n_layers: int = 12
     n_heads: int = 12
     ffn_dim: int = 3072
-    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
+    activation: Literal["gelu", "gelu_tanh", "quick_gelu", "relu"] = "gelu"
     norm_eps: float = 1e-12  # Hugging Face's ViT checkpoints; timm's use 1e-6
     dropout: float = 0.0  # on the embeddings and residual branches
     attn_dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth: the rate of the last block, rising linearly from 0
     pooling: Literal["cls", "mean"] = "cls"
     pooler: bool = False  # HF ViTModel's dense + tanh on [CLS] (pooler_output); classifiers skip it
+    patch_bias: bool = True  # CLIP's image tower has a bias-free patch projection
+    pre_norm: bool = False  # CLIP's extra LayerNorm on the embeddings, before the first block
     label_smoothing: float = 0.0
     interpolate_positions: bool = False  # another image size: bicubic positions, else an error
     init_std: float = 0.02
@@ -69,8 +71,10 @@ class ViTConfig(ConfigMixin):
     def _check_choices(self) -> None:
         if self.pooling not in ("cls", "mean"):
             raise ConfigError(f"ViTConfig.pooling={self.pooling!r}; expected 'cls' or 'mean'")
-        if self.activation not in ("gelu", "gelu_tanh", "relu"):
-            raise ConfigError(f"ViTConfig.activation={self.activation!r}; expected 'gelu', 'gelu_tanh' or 'relu'")
+        if self.activation not in ("gelu", "gelu_tanh", "quick_gelu", "relu"):
+            raise ConfigError(
+                f"ViTConfig.activation={self.activation!r}; expected 'gelu', 'gelu_tanh', 'quick_gelu' or 'relu'"
+            )
         if self.attn_backend not in BACKENDS:
             raise ConfigError(f"ViTConfig.attn_backend={self.attn_backend!r}; expected one of {BACKENDS}")
         if self.pooler and self.pooling != "cls":

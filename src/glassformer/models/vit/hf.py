@@ -113,6 +113,11 @@ def architecture(config: ViTConfig) -> str:
     """The Hugging Face architecture a config is saved as (raises ``ValueError`` when none fits)."""
     if config.pooling != "cls":
         raise ValueError("pooling='mean' has no Hugging Face equivalent: ViTForImageClassification reads [CLS]")
+    if config.pre_norm or not config.patch_bias or config.activation == "quick_gelu":
+        raise ValueError(
+            "a CLIP-style tower (pre_norm=True, patch_bias=False or quick_gelu) has no Hugging Face ViT "
+            "equivalent: save it inside a CLIP model (glassformer.models.clip.hf)"
+        )
     if config.num_labels == 0:
         if not config.pooler:
             raise ValueError(

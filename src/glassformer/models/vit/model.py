@@ -159,10 +159,11 @@ class ViT(ModelBase):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__(config)
         c = config
-        self.patch_embed = nn.Conv2d(c.in_channels, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.patch_embed = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size, bias=c.patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pooling == "cls" else None
         self.positions = nn.Parameter(torch.zeros(1, c.seq_len, c.dim))
         self.dropout = nn.Dropout(c.dropout)
+        self.pre_norm = LayerNorm(c.dim, eps=c.norm_eps) if c.pre_norm else None
         rates = [c.drop_path * i / max(c.n_layers - 1, 1) for i in range(c.n_layers)]  # deeper: dropped more often
         self.blocks = nn.ModuleList(
             ViTBlock(
@@ -221,6 +222,8 @@ class ViT(ModelBase):
     ) -> Encoded:
         """The encoder's normed output; asking for attentions switches every block to eager attention."""
         x = self.embed(pixel_values, interpolate_pos_encoding)  # (B, T, C)
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)  # (B, T, C)
         states: list[Tensor] = [x]
         attentions: list[Tensor] = []
         for block in self.blocks:
