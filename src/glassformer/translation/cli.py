@@ -25,7 +25,8 @@ def register(add_parser: AddParser) -> None:
     )
     p.add_argument("checkpoint", help="a model folder: out/<run>/best or a checkpoints/step-* folder")
     p.add_argument("text", nargs="*", help="sentences to translate (none, or '-': one per line from stdin)")
-    p.add_argument("--direction", default="en-de", help="en-de (default) or de-en")
+    p.add_argument("--direction", default=None,
+                   help="en-de or de-en (default: the first the run learned, else en-de)")  # fmt: skip
     p.add_argument("--strategy", choices=("beam", "greedy"), default="beam")
     p.add_argument("--beam", type=int, default=4, help="beams for --strategy beam (default 4)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam scores are divided by length**this")
@@ -36,8 +37,9 @@ def register(add_parser: AddParser) -> None:
     p.set_defaults(func=run)
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"direction": args.direction, "strategy": args.strategy, "num_beams": args.beam,
+def _options(args: argparse.Namespace, learned: tuple[str, ...]) -> dict[str, Any]:
+    direction = args.direction or (learned[0] if learned else "en-de")
+    return {"direction": direction, "strategy": args.strategy, "num_beams": args.beam,
             "length_penalty": args.length_penalty, "max_new_tokens": args.max_new_tokens}  # fmt: skip
 
 
@@ -47,14 +49,14 @@ def run(args: argparse.Namespace) -> int:
     translator = load_translator(args.checkpoint)
     if args.bleu:
         report = score_bleu(translator.model, translator.tokenizer, split=args.bleu, limit=args.limit,
-                            directions=translator.directions, **_options(args))  # fmt: skip
+                            directions=translator.directions, **_options(args, translator.directions))  # fmt: skip
         print(report)
         return 0
     lines = args.text if args.text and args.text != ["-"] else sys.stdin.read().splitlines()
     wanted = [line for line in lines if line.strip()]
     if not wanted:
         raise ValueError("nothing to translate: give TEXT or lines on stdin")
-    done = iter(translate(translator.model, translator.tokenizer, wanted, directions=translator.directions, **_options(args)))
+    done = iter(translate(translator.model, translator.tokenizer, wanted, directions=translator.directions, **_options(args, translator.directions)))
     for line in lines:  # blank lines stay blank, so the output lines up with the input
         print(next(done) if line.strip() else "")
     return 0
