@@ -166,6 +166,10 @@ def test_structure_agrees_with_captions() -> None:
         assert [(o.size, o.colour, o.shape) for o in scene.objects] == objects and scene.relation == relation
         assert data.labels[i] == SHAPES.index(objects[0][2])
         assert (data.n_objects[i] == 2) == (relation is not None)
+    single = data.subset(data.n_objects == 1)  # the zero-shot shape classification set
+    assert 0 < len(single) < len(data) and all(single.scene(i).relation is None for i in range(len(single)))
+    assert [SHAPES[k] for k in single.labels.tolist()] == [parse_caption(c)[0][0][2] for c in single.captions]
+    assert torch.equal(single.images, data.images[data.n_objects == 1])
 
 
 # --- ids ------------------------------------------------------------------------------------------------
@@ -186,6 +190,10 @@ def test_paraphrases_share_a_composition_id() -> None:
     canonical = split("test_seen", 50)
     assert torch.equal(canonical.caption_ids, canonical.composition_ids), "test captions are canonical by default"
     assert len(set(data.templates.tolist())) == len(shapes.PAIR_TEMPLATES)
+    grouped = data.dataset(ids="composition")
+    assert torch.equal(grouped.collate([grouped[i] for i in range(8)])["caption_ids"], data.composition_ids[:8])
+    with pytest.raises(ShapesDataError, match="did you mean 'composition'"):
+        data.dataset(ids="compositions")
 
 
 # --- cache ------------------------------------------------------------------------------------------------

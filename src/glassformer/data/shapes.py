@@ -16,7 +16,8 @@ the four basic shapes (:data:`DEFAULT_HELD_OUT`).
 **Ids.** ``caption_ids`` are equal exactly when the caption texts are equal (a 63-bit hash of
 the text, the same in every split): CLIP's false-negative handling must not push apart two
 pictures that share a caption. ``composition_ids`` are equal when two pictures show the same
-objects in the same relation, whatever the paraphrase.
+objects in the same relation, whatever the paraphrase (``split.dataset(ids="composition")``
+hands them to the loss in place of the caption ids).
 
 **Fashion-MNIST** (:func:`fashion_captions`, when ``make fashion-mnist`` has run) pairs each
 image with a templated caption ("a photo of a sandal"); its data set resizes the 28x28 gray
@@ -376,6 +377,14 @@ class ShapesSplit(PairedImages):
     def n_objects(self) -> Tensor:
         """int64 ``(N,)``: 1 or 2."""
         return (self.objects[:, :, 0] >= 0).sum(1)
+
+    def dataset(self, *, ids: str = "caption", **options: Any) -> CaptionedImageData:
+        """A :class:`CaptionedImageData`; ``ids="composition"`` gives it ``composition_ids`` as its caption ids,
+        so that paraphrases of one composition count as the same caption (no false negatives between them)."""
+        if ids not in ("caption", "composition"):
+            raise ShapesDataError(f"ids must be 'caption' or 'composition', got {ids!r}{did_you_mean(ids, ['caption', 'composition'])}")
+        chosen = self.caption_ids if ids == "caption" else self.composition_ids
+        return CaptionedImageData(self.images, self.captions, chosen, **options)
 
     def scene(self, index: int) -> Scene:
         """Item ``index`` as a :class:`Scene`."""
