@@ -115,16 +115,17 @@ def held(obj: tuple[str, str, str], rules: tuple[str, ...] = DEFAULT_HELD_OUT) -
 
 
 def test_held_out_compositions_never_in_training_always_in_test_heldout() -> None:
-    for name in ("train", "test_seen"):
-        for caption in split(name, 250).captions:
+    seen = {name: split(name, 200).captions for name in ("train", "test_seen")}
+    for name, captions in seen.items():
+        for caption in captions:
             assert not any(held(o) for o in parse_caption(caption)[0]), f"{name} holds a held-out object: {caption!r}"
     found = set()
-    for caption in split("test_heldout", 300).captions:
+    for caption in split("test_heldout", 200).captions:
         objects = parse_caption(caption)[0]
         assert any(held(o) for o in objects), f"test_heldout item without a held-out object: {caption!r}"
         found |= {rule for rule in DEFAULT_HELD_OUT for o in objects if held(o, (rule,))}
     assert found == set(DEFAULT_HELD_OUT)
-    words = {w for c in split("train", 250).captions for o in parse_caption(c)[0] for w in o}
+    words = {w for c in seen["train"] for o in parse_caption(c)[0] for w in o}
     assert {"green", "triangle", "red", "star"} <= words, "each word of a held-out pair stays in training"
 
 
@@ -175,7 +176,7 @@ def test_structure_agrees_with_captions() -> None:
 # --- ids ------------------------------------------------------------------------------------------------
 
 def test_caption_ids_group_exactly_the_equal_captions() -> None:
-    for data in (split("test_seen", 300, two_object_fraction=0.0), split("train", 300, two_object_fraction=0.0)):
+    for data in (split("test_seen", 200, two_object_fraction=0.0), split("train", 200, two_object_fraction=0.0)):
         same_text = torch.tensor([[a == b for b in data.captions] for a in data.captions])
         assert torch.equal(data.caption_ids[:, None] == data.caption_ids[None, :], same_text)
         assert same_text.sum() > len(data), "the check needs repeated captions"
@@ -183,7 +184,7 @@ def test_caption_ids_group_exactly_the_equal_captions() -> None:
 
 
 def test_paraphrases_share_a_composition_id() -> None:
-    data = split("train", 300, two_object_fraction=1.0)
+    data = split("train", 200, two_object_fraction=1.0)
     structure = [parse_caption(c) for c in data.captions]
     same = torch.tensor([[a == b for b in structure] for a in structure])
     assert torch.equal(data.composition_ids[:, None] == data.composition_ids[None, :], same)
