@@ -60,7 +60,8 @@ def _randomize(model: torch.nn.Module) -> None:
 
 def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
-        return model(**{k: v for k, v in batch.items() if k in INPUTS}).logits
+        out = model(**{k: v for k, v in batch.items() if k in INPUTS})
+    return out.logits_per_image if hasattr(out, "logits_per_image") else out.logits  # CLIP: images x captions
 
 
 @pytest.mark.parametrize("name", EXPORTING)

@@ -14,6 +14,12 @@ The text tower's fields use the names of ``docs/config-vocabulary.md`` (``dim``,
   of its softmax, so they are neither pushed apart nor pulled together;
 - ``"soft_targets"``: caption-aware targets: the probability of the right answer is spread
   evenly over every pair with the query's caption, so all of them are pulled together.
+
+Token-for-token equal captions get equal text embeddings, and then plain InfoNCE and soft
+targets are the same function (each row's terms just swap places): both leave a floor of
+``ln(copies)`` that no model can go below. Only ``"mask"`` removes it. Soft targets differ where
+one caption id covers different wordings (paraphrases of one composition). ``"mask"`` is the
+default: it helps in both cases.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class CLIPConfig(ConfigMixin):
     projection_dim: int = 512  # the shared image-text space
     logit_scale_init: float = math.log(1 / 0.07)  # the learnable log temperature starts at 1/0.07
     max_logit_scale: float = 100.0  # exp(logit_scale) is clamped here, as OpenAI trains it
-    duplicate_captions: DuplicateCaptions = "soft_targets"
+    duplicate_captions: DuplicateCaptions = "mask"
     pad_token_id: int = 49407  # CLIP pads with EOT; the text feature is read at the first EOT
     bos_token_id: int = 49406
     eos_token_id: int = 49407

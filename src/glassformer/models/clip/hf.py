@@ -103,7 +103,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> CLIPConfig:
         norm_eps=text.get("layer_norm_eps", 1e-5), attn_dropout=text.get("attention_dropout", 0.0),
         projection_dim=hf.get("projection_dim", 512), logit_scale_init=hf.get("logit_scale_init_value", 2.6592),
         max_logit_scale=hf.get("glassformer_max_logit_scale", 100.0),
-        duplicate_captions=hf.get("glassformer_duplicate_captions", "soft_targets"),
+        duplicate_captions=hf.get("glassformer_duplicate_captions", "mask"),
         # bos and pad are informational (the model reads only EOT); HF's defaults can lie past a small vocabulary
         pad_token_id=min(text.get("pad_token_id", 1), vocab - 1), bos_token_id=min(text.get("bos_token_id", 49406), vocab - 1),
         eos_token_id=eos, init_std=text.get("initializer_range", 0.02),

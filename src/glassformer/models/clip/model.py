@@ -35,7 +35,7 @@ def _check_caption_ids(caption_ids: Tensor, n: int) -> Tensor:
 
 
 def contrastive_loss(
-    logits_per_text: Tensor, caption_ids: Tensor | None = None, duplicates: DuplicateCaptions = "soft_targets"
+    logits_per_text: Tensor, caption_ids: Tensor | None = None, duplicates: DuplicateCaptions = "mask"
 ) -> Tensor:
     """Symmetric InfoNCE over a ``(B, B)`` similarity matrix whose diagonal holds the true pairs.
 
