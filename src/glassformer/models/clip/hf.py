@@ -20,7 +20,13 @@ from torch import Tensor
 
 from glassformer.models.clip.config import CLIPConfig, clip_vision
 from glassformer.models.clip.model import CLIP
-from glassformer.utils.weights import WeightsError, load_into, read_hf_folder, read_safetensors, write_hf_folder
+from glassformer.utils.weights import (
+    WeightsError,
+    load_into,
+    read_hf_folder,
+    read_safetensors,
+    write_hf_folder,
+)
 
 # HF key -> our key; "{}" is the block number.
 TOP_KEYS: dict[str, str] = {
