@@ -67,7 +67,9 @@ STAGES = ("measure", "train", "sweep")
 # the models and data every stage shares
 
 
-def lora_config(args: argparse.Namespace, mode: str, r: int | None = None, alpha: float | None = None) -> LoraConfig | None:
+def lora_config(
+    args: argparse.Namespace, mode: str, r: int | None = None, alpha: float | None = None
+) -> LoraConfig | None:
     """The adapter of a mode (None for full fine-tuning); the classifier is added by ``with_lora``."""
     if mode == "full":
         return None
@@ -133,7 +135,7 @@ def _timed(fn, repeats: int) -> float:
 def _inference_s(model: torch.nn.Module, mode: str, batch: dict, repeats: int) -> dict[str, float]:
     """Median forward seconds of one batch, adapters unmerged and merged."""
     model.eval()
-    run = lambda m: (lambda: m(**batch))  # noqa: E731
+    run = lambda m: lambda: m(**batch)  # noqa: E731
     with torch.inference_mode():
         unmerged = _timed(run(model), repeats)
         if mode == "full":
@@ -199,7 +201,9 @@ def stage_measure(args: argparse.Namespace) -> dict:
 # accuracy: the library's fine-tuning, one run per mode
 
 
-def _settings(args: argparse.Namespace, name: str, lora: LoraConfig | None, lr: float, max_train: int | None) -> FinetuneSettings:
+def _settings(
+    args: argparse.Namespace, name: str, lora: LoraConfig | None, lr: float, max_train: int | None
+) -> FinetuneSettings:
     return FinetuneSettings(out_dir=str(Path(args.work) / name), epochs=args.epochs, batch_size=args.batch_size,
                             lr=lr, max_len=args.max_len, val_size=args.val_size, max_train=max_train,
                             seed=args.seed, progress=args.progress, lora=lora, base_name="all-MiniLM-L6-v2")  # fmt: skip
@@ -207,16 +211,24 @@ def _settings(args: argparse.Namespace, name: str, lora: LoraConfig | None, lr: 
 
 def _checkpoint_bytes(out_dir: Path, lora: LoraConfig | None) -> int:
     """What a run must keep: the whole model, or the adapter (with its head) alone."""
-    path = out_dir / "model" / "model.safetensors" if lora is None else out_dir / "adapter" / "adapter_model.safetensors"
+    path = (
+        out_dir / "model" / "model.safetensors"
+        if lora is None
+        else out_dir / "adapter" / "adapter_model.safetensors"
+    )
     return path.stat().st_size
 
 
-def train_one(args: argparse.Namespace, name: str, lora: LoraConfig | None, lr: float, max_train: int | None) -> dict:
+def train_one(
+    args: argparse.Namespace, name: str, lora: LoraConfig | None, lr: float, max_train: int | None
+) -> dict:
     torch.set_num_threads(args.threads)
     train, val, test = sst2(args, max_train)
     settings = _settings(args, name, lora, lr, max_train)
     start = time.perf_counter()
-    res = finetune(base_model(args), tokenizer(args), train, val, test, settings, known_labels=SST2_LABELS, resume=True)
+    res = finetune(
+        base_model(args), tokenizer(args), train, val, test, settings, known_labels=SST2_LABELS, resume=True
+    )
     return {"dev_accuracy": res["test"]["accuracy"], "dev_f1": res["test"]["f1"], "val_accuracy": res["val"]["accuracy"],
             "train_examples": res["train_examples"], "steps": res["steps"], "best_step": res["best_step"],
             "wall_seconds": time.perf_counter() - start, "train_seconds": res["train_seconds"], "lr": lr,
@@ -320,10 +332,17 @@ def plot(results: dict, path: Path) -> Path | None:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    p.add_argument("--redo", nargs="*", default=[], choices=STAGES, help="run these stages even if results exist")
-    p.add_argument("--quick", action="store_true",
-                   help="a few hundred rows, a few steps, results under out/bench_peft_quick: proves the plumbing")
-    p.add_argument("--result", type=Path, default=None, help="the JSON file (default bench/results/peft.json)")
+    p.add_argument(
+        "--redo", nargs="*", default=[], choices=STAGES, help="run these stages even if results exist"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few hundred rows, a few steps, results under out/bench_peft_quick: proves the plumbing",
+    )
+    p.add_argument(
+        "--result", type=Path, default=None, help="the JSON file (default bench/results/peft.json)"
+    )
     p.add_argument("--work", default=None, help="checkpoints and run files (default out/bench_peft)")
     p.add_argument("--data", default=None, help="SST-2 folder (default: data_root()/sst2)")
     p.add_argument("--epochs", type=float, default=1.0, help="the budget of each training run")
@@ -336,9 +355,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lora-lr", type=float, default=1e-3)
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--alpha", type=float, default=16.0)
-    p.add_argument("--lora-dropout", type=float, default=0.0,
-                   help="dropout on the LoRA branch; above 0 each adapted layer keeps its own dropped-out copy of "
-                   "its input for backward (q, k and v no longer share one), which costs LoRA its memory lead")
+    p.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=0.0,
+        help="dropout on the LoRA branch; above 0 each adapted layer keeps its own dropped-out copy of "
+        "its input for backward (q, k and v no longer share one), which costs LoRA its memory lead",
+    )
     p.add_argument("--target", default="all-linear", help="LoRA target: all-linear or names joined by |")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--sweep-ranks", type=int, nargs="+", default=[1, 4, 8, 16, 64])
@@ -357,7 +380,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.steps, args.warmup_steps, args.infer_repeats = 2, 1, 1
         args.sweep_ranks, args.sweep_alphas, args.sweep_max_train = [1, 64], [], 64
     quick = ROOT / "out" / "bench_peft_quick"
-    args.result = args.result or (quick / "peft.json" if args.quick else ROOT / "bench" / "results" / "peft.json")
+    args.result = args.result or (
+        quick / "peft.json" if args.quick else ROOT / "bench" / "results" / "peft.json"
+    )
     args.work = args.work or str(quick if args.quick else ROOT / "out" / "bench_peft")
     return args
 
@@ -370,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is None:
         root = data_root()
         if root is None or not (root / "sst2" / "test.tsv").is_file():
-            print("SST-2 is not in the data folder (sst2/ under GLASSFORMER_DATA or ../shared/data)", file=sys.stderr)
+            print(
+                "SST-2 is not in the data folder (sst2/ under GLASSFORMER_DATA or ../shared/data)",
+                file=sys.stderr,
+            )
             return 2
         args.data = str(root / "sst2")
     results = json.loads(args.result.read_text()) if args.result.is_file() else {}
