@@ -51,8 +51,13 @@ def test_prompts_autograd_and_outliers_take_pytorch(monkeypatch):
     """More than 8 rows, an input that needs gradients (QLoRA training) or LLM.int8()'s outliers:
     the kernels are not called."""
     calls: list[int] = []
-    real = qlinear.int4_linear
-    monkeypatch.setattr(qlinear, "int4_linear", lambda x, *a: calls.append(x.numel() // 128) or real(x, *a))
+    real = qlinear.int4_plan
+
+    def counting(*args):
+        plan = real(*args)
+        return lambda x: calls.append(x.numel() // 128) or plan(x)
+
+    monkeypatch.setattr(qlinear, "int4_plan", counting)
     layer = _layers()[1]
     with torch.no_grad():
         layer(torch.randn(2, 4, 128))  # 8 rows: kernel

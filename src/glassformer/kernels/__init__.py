@@ -1,6 +1,9 @@
 """Small C kernels for the few places where PyTorch on a CPU leaves speed behind (decoding).
 
-Optional by design: when they cannot be compiled, everything runs on PyTorch alone.
+``linear.c``: float32 matrix-vector products (:class:`FastLinear`) and the int8 shortlist head;
+``quant.c``: the same products on int8 and 4-bit weights, called by ``glassformer.quant.kernel``
+(this package does not import ``quant``). Both are compiled into one library per instruction-set
+path (``build.py``). Optional by design: when they cannot be compiled, everything runs on PyTorch.
 """
 
 from glassformer.kernels.build import ISAS, isa, unavailable_reason

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -60,9 +61,11 @@ def warn_fallback_once(reason: str, stacklevel: int = 3) -> None:
 
 
 def _rows(x: Tensor, in_features: int) -> Tensor:
-    """``x`` as a float32 ``(N, in_features)`` matrix with unit stride along a row."""
-    if x.shape[-1] != in_features:
-        raise ValueError(f"input has {x.shape[-1]} features (shape {tuple(x.shape)}); the weight expects {in_features}")
+    """``x`` as a float32 ``(N, in_features)`` CPU matrix with unit stride along a row."""
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"input has shape {tuple(x.shape)}; the weight expects {in_features} features in the last dimension")
+    if not x.is_cpu:
+        raise TypeError(f"the quantized kernels take CPU input, got a tensor on {x.device}")
     rows = x.reshape(-1, in_features).float()
     if not 0 < rows.shape[0] <= MAX_ROWS:
         raise ValueError(f"the quantized kernels take 1 to {MAX_ROWS} rows, got {rows.shape[0]}; use the layer's "
@@ -70,7 +73,9 @@ def _rows(x: Tensor, in_features: int) -> Tensor:
     return rows if rows.stride(-1) == 1 else rows.contiguous()
 
 
-def _check(code: int, name: str) -> None:
+def _check(code: int, name: str, keep: tuple) -> None:
+    """Turn the kernel's status into an error (``keep``: the buffers, alive until here)."""
+    del keep
     if code == -2:
         raise MemoryError(f"{name}: no memory left for the kernel's copy of the input")
     if code != 0:
@@ -85,50 +90,76 @@ def _library() -> ctypes.CDLL:
     return lib
 
 
-def int8_linear(x: Tensor, qweight: Tensor, scale: Tensor, rowsum: Tensor, bias: Tensor | None) -> Tensor:
-    """``x @ (qweight * scale[:, None]).T + bias`` in C; x is ``(..., in_features)`` with at most 8 rows.
+Plan = Callable[[Tensor], Tensor]
+
+
+def int8_plan(qweight: Tensor, scale: Tensor, rowsum: Tensor, bias: Tensor | None) -> Plan:
+    """``x -> x @ (qweight * scale[:, None]).T + bias`` in C, the buffers checked once, here.
 
     ``qweight``: ``(out, in)`` int8, ``scale``: ``(out,)`` float32, ``rowsum``: ``(out,)`` int32,
-    each row's sum of codes (:func:`int8_rowsum`), all contiguous on the CPU.
+    each row's sum of codes (:func:`int8_rowsum`), all contiguous on the CPU. The plan takes x of
+    shape ``(..., in)`` with 1 to 8 rows and keeps the buffers alive.
     """
     out_features, in_features = qweight.shape
-    rows = _rows(x, in_features)
     _check_buffers(qweight=(qweight, torch.int8), scale=(scale, torch.float32), rowsum=(rowsum, torch.int32))
     _check_bias(bias, out_features)
-    y = torch.empty(rows.shape[0], out_features, dtype=torch.float32)
-    code = _library().gf_q8_linear(
-        rows.data_ptr(), rows.stride(0), qweight.data_ptr(), scale.data_ptr(), rowsum.data_ptr(),
-        None if bias is None else bias.data_ptr(), y.data_ptr(), rows.shape[0], in_features, out_features,
-    )  # fmt: skip
-    _check(code, "int8_linear")
-    return y.view(*x.shape[:-1], out_features)
+    lib = _library()
+    pointers = (qweight.data_ptr(), scale.data_ptr(), rowsum.data_ptr(), None if bias is None else bias.data_ptr())
+    keep = (qweight, scale, rowsum, bias)
+
+    def run(x: Tensor) -> Tensor:
+        rows = _rows(x, in_features)
+        y = torch.empty(rows.shape[0], out_features, dtype=torch.float32)
+        code = lib.gf_q8_linear(rows.data_ptr(), rows.stride(0), *pointers, y.data_ptr(), rows.shape[0],
+                                in_features, out_features)  # fmt: skip
+        if code:
+            _check(code, "int8_linear", keep)
+        return y.view(*x.shape[:-1], out_features)
+
+    return run
+
+
+def int8_linear(x: Tensor, qweight: Tensor, scale: Tensor, rowsum: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ (qweight * scale[:, None]).T + bias`` in C for at most 8 rows (see :func:`int8_plan`)."""
+    return int8_plan(qweight, scale, rowsum, bias)(x)
+
+
+def int4_plan(packed: Tensor, block_scale: Tensor, code: Tensor, bias: Tensor | None, out_features: int,
+              in_features: int) -> Plan:  # fmt: skip
+    """``x -> x @ W.T + bias`` in C for a 4-bit ``(out_features, in_features)`` weight (NF4 or FP4).
+
+    ``packed``: the ``(out * in / 2,)`` uint8 codes; ``block_scale``: ``(out * in / 64,)`` float32,
+    the dequantized absmax of each block (``Packed4bit.absmax()``); ``code``: the 16 code values;
+    ``in_features`` must be a multiple of 64.
+    """
+    if in_features % BLOCK or packed.numel() * 2 != out_features * in_features:
+        raise ValueError(f"int4_linear: {packed.numel()} packed bytes do not hold a ({out_features}, {in_features}) "
+                         f"weight with in_features a multiple of {BLOCK}")  # fmt: skip
+    _check_buffers(packed=(packed, torch.uint8), block_scale=(block_scale, torch.float32), code=(code, torch.float32))
+    if block_scale.numel() != packed.numel() * 2 // BLOCK or code.numel() != 16:
+        raise ValueError(f"int4_linear: {block_scale.numel()} block scales and {code.numel()} code values; expected "
+                         f"{packed.numel() * 2 // BLOCK} and 16")  # fmt: skip
+    _check_bias(bias, out_features)
+    lib = _library()
+    pointers = (packed.data_ptr(), block_scale.data_ptr(), code.data_ptr(), None if bias is None else bias.data_ptr())
+    keep = (packed, block_scale, code, bias)
+
+    def run(x: Tensor) -> Tensor:
+        rows = _rows(x, in_features)
+        y = torch.empty(rows.shape[0], out_features, dtype=torch.float32)
+        status = lib.gf_q4_linear(rows.data_ptr(), rows.stride(0), *pointers, y.data_ptr(), rows.shape[0],
+                                  in_features, out_features)  # fmt: skip
+        if status:
+            _check(status, "int4_linear", keep)
+        return y.view(*x.shape[:-1], out_features)
+
+    return run
 
 
 def int4_linear(x: Tensor, packed: Tensor, block_scale: Tensor, code: Tensor, bias: Tensor | None,
                 out_features: int) -> Tensor:  # fmt: skip
-    """``x @ W.T + bias`` in C for a 4-bit weight ``W`` of ``out_features`` rows (NF4 or FP4).
-
-    ``packed``: the ``(out * in / 2,)`` uint8 codes; ``block_scale``: ``(out * in / 64,)`` float32,
-    the dequantized absmax of each block (``Packed4bit.absmax()``); ``code``: the 16 code values;
-    ``in_features`` (x's last dimension) must be a multiple of 64.
-    """
-    in_features = x.shape[-1]
-    if in_features % BLOCK or packed.numel() * 2 != out_features * in_features:
-        raise ValueError(f"int4_linear: {packed.numel()} packed bytes do not hold a ({out_features}, {in_features}) "
-                         f"weight with in_features a multiple of {BLOCK}")  # fmt: skip
-    rows = _rows(x, in_features)
-    _check_buffers(packed=(packed, torch.uint8), block_scale=(block_scale, torch.float32), code=(code, torch.float32))
-    _check_bias(bias, out_features)
-    if block_scale.numel() != packed.numel() * 2 // BLOCK or code.numel() != 16:
-        raise ValueError(f"int4_linear: {block_scale.numel()} block scales and {code.numel()} code values; expected "
-                         f"{packed.numel() * 2 // BLOCK} and 16")  # fmt: skip
-    y = torch.empty(rows.shape[0], out_features, dtype=torch.float32)
-    status = _library().gf_q4_linear(
-        rows.data_ptr(), rows.stride(0), packed.data_ptr(), block_scale.data_ptr(), code.data_ptr(),
-        None if bias is None else bias.data_ptr(), y.data_ptr(), rows.shape[0], in_features, out_features,
-    )  # fmt: skip
-    _check(status, "int4_linear")
-    return y.view(*x.shape[:-1], out_features)
+    """``x @ W.T + bias`` in C for at most 8 rows of a 4-bit weight (see :func:`int4_plan`)."""
+    return int4_plan(packed, block_scale, code, bias, out_features, x.shape[-1])(x)
 
 
 def _check_buffers(**buffers: tuple[Tensor, torch.dtype]) -> None:

@@ -16,23 +16,24 @@ PyTorch. The weights are frozen: quantized layers do not train (QLoRA trains ada
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.kernels import isa
+from glassformer.kernels.build import load
+from glassformer.quant.int8 import Int8Rows, int8_matmul, quantize_rows
 from glassformer.quant.kernel import (
     BLOCK,
     MAX_ROWS,
-    int4_linear,
-    int8_linear,
+    Plan,
+    int4_plan,
+    int8_plan,
     int8_rowsum,
     kernel_status,
     warn_fallback_once,
 )
-from glassformer.quant.int8 import Int8Rows, int8_matmul, quantize_rows
 from glassformer.quant.nf4 import BLOCKSIZE, Packed4bit, QuantType, code_table, dequantize_4bit, quantize_4bit
 
 
@@ -66,23 +67,33 @@ class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
         return sum(t.numel() * t.element_size() for t in (*self.buffers(), *self.parameters()))
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        """Written for little overhead: a decoding step of a 30-layer model calls it 200 times."""
         if (
             x.is_cpu
             and x.is_floating_point()
+            and x.dim() > 0
+            and x.shape[-1] == self.in_features
             and 0 < x.numel() <= MAX_ROWS * self.in_features
             and not (torch.is_grad_enabled() and x.requires_grad)
-            and self._kernel_ready()
+            and (plan := self._plan()) is not None
         ):
-            return self._kernel_forward(x).to(x.dtype)
+            return plan(x).to(x.dtype)
+        self._check_input(x)
         return self._torch_forward(x)
 
-    def _kernel_ready(self) -> bool:
-        """Whether the kernels are loaded and take this layer; the first miss says why, once."""
-        lib, why = kernel_status()
-        if why is not None:
-            warn_fallback_once(why, stacklevel=5)
-        return lib is not None and self._layer_reason() is None
+    def _plan(self) -> Plan | None:
+        """The kernel call for this layer's buffers (None: PyTorch), remade when a buffer or the
+        loaded library changes; the first miss of the kernels says why, once."""
+        key = (id(load()), *((t._version, t.data_ptr()) for t in self._kernel_sources()))
+        entry = self.__dict__.get("_kernel_plan")
+        if entry is None or entry[0] != key:
+            lib, why = kernel_status()
+            if why is not None:
+                warn_fallback_once(why, stacklevel=5)
+            plan = self._make_plan() if lib is not None and self._layer_reason() is None else None
+            entry = (key, plan)
+            self.__dict__["_kernel_plan"] = entry  # not a buffer: stays out of state_dict and .to()
+        return entry[1]
 
     @property
     def decode_path(self) -> str:
@@ -98,21 +109,16 @@ class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
         return None if device.type == "cpu" else f"the weights are on {device}"
 
     @abc.abstractmethod
-    def _kernel_forward(self, x: Tensor) -> Tensor:
-        """The C kernel's ``x @ weight.T + bias``, float32, for 1 to 8 rows of x."""
+    def _kernel_sources(self) -> tuple[Tensor, ...]:
+        """The tensors the kernel reads: a change to any remakes the plan."""
+
+    @abc.abstractmethod
+    def _make_plan(self) -> Plan:
+        """The C kernel's ``x -> x @ weight.T + bias``, float32, for 1 to 8 rows of x."""
 
     def _torch_forward(self, x: Tensor) -> Tensor:
         """Dequantize, then ``F.linear`` in float32: any number of rows, any device, autograd."""
         return F.linear(x.float(), self.weight, self.bias).to(x.dtype)
-
-    def _cached(self, name: str, sources: tuple[Tensor, ...], make: Callable[[], Tensor]) -> Tensor:
-        """``make()``, kept until one of ``sources`` changes (a load, ``copy_``, ``.to()``)."""
-        key = tuple((t._version, t.data_ptr()) for t in sources)
-        entry = self.__dict__.get(name)
-        if entry is None or entry[0] != key:
-            entry = (key, make())
-            self.__dict__[name] = entry  # not a buffer: stays out of state_dict
-        return entry[1]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -149,9 +155,11 @@ class Int8Linear(QuantLinear):
             return f"LLM.int8() outlier decomposition (threshold={self.threshold}) runs in PyTorch"
         return super()._layer_reason()
 
-    def _kernel_forward(self, x: Tensor) -> Tensor:
-        rowsum = self._cached("_rowsum", (self.qweight,), lambda: int8_rowsum(self.qweight))
-        return int8_linear(x, self.qweight, self.scale, rowsum, self.bias)
+    def _kernel_sources(self) -> tuple[Tensor, ...]:
+        return (self.qweight, self.scale) + (() if self.bias is None else (self.bias,))
+
+    def _make_plan(self) -> Plan:
+        return int8_plan(self.qweight, self.scale, int8_rowsum(self.qweight), self.bias)
 
     def _torch_forward(self, x: Tensor) -> Tensor:
         if self.threshold is None:
@@ -208,10 +216,14 @@ class NF4Linear(QuantLinear):
                     "weight rows")  # fmt: skip
         return super()._layer_reason()
 
-    def _kernel_forward(self, x: Tensor) -> Tensor:
-        sources = (self.absmax_q, self.absmax_scale, self.absmax_offset)
-        scales = self._cached("_block_scale", sources, lambda: self.packed_weight().absmax().float().contiguous())
-        return int4_linear(x, self.packed, scales, code_table(self.quant_type), self.bias, self.out_features)
+    def _kernel_sources(self) -> tuple[Tensor, ...]:
+        sources = (self.packed, self.absmax_q, self.absmax_scale, self.absmax_offset)
+        return sources + (() if self.bias is None else (self.bias,))
+
+    def _make_plan(self) -> Plan:
+        scales = self.packed_weight().absmax().float().contiguous()  # (blocks,): double quantization undone once
+        code = code_table(self.quant_type)
+        return int4_plan(self.packed, scales, code, self.bias, self.out_features, self.in_features)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", quant_type={self.quant_type}, decode_path={self.decode_path!r}"
