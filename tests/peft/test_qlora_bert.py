@@ -145,7 +145,8 @@ def test_finetune_qlora_flag_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
     tok = _tokenizer()
     torch.manual_seed(0)
-    Bert(registry.get("bert-mini-tiny").make_config().replace(vocab_size=tok.vocab_size)).save(tmp_path / "base")
+    config = registry.get("bert-mini-tiny").make_config().replace(vocab_size=tok.vocab_size)
+    Bert(config).save(tmp_path / "base")
     tok.save(tmp_path / "base")
     _write_rows(tmp_path / "train.csv", 48, 0)
     _write_rows(tmp_path / "val.csv", 16, 1)
