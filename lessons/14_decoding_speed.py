@@ -1,6 +1,6 @@
-"""Lesson 05: why generating a token costs a read of the whole model, and how to read less of it.
+"""Lesson 14: why generating a token costs a read of the whole model, and how to read less of it.
 
-Run:  python lessons/05_decoding_speed.py [--out DIR] [--quick]
+Run:  python lessons/14_decoding_speed.py [--out DIR] [--quick]
 
 A language model generates one token per forward pass. With a KV cache, that pass sees a single
 new position: every linear layer multiplies its weight matrix by one vector. Each weight is read
@@ -30,7 +30,7 @@ from glassformer.kernels import available, pack_weight, packed_linear
 from glassformer.models.gpt import GPT
 from glassformer.models.gpt.config import GPTConfig
 
-args = parse_args("05", __doc__)
+args = parse_args("14", __doc__)
 torch.manual_seed(0)
 torch.set_num_threads(1)  # one core: the figures then show one core's memory bandwidth
 
