@@ -51,6 +51,9 @@ def register(add_parser: AddParser) -> None:
     chat.add_argument("--system", default=None, help="a system message that starts the conversation")
     chat.add_argument("--adapter", default=None, metavar="DIR",
                       help="a LoRA adapter folder (peft's format, e.g. from glassformer.peft.save_adapter) merged into the model")
+    chat.add_argument("--quant", choices=["int8", "nf4"], default=None,
+                      help="quantize the float model's linear layers in memory first, after merging any --adapter "
+                      "(decodes with the int8 / 4-bit kernels)")  # fmt: skip
     _sampling_args(chat, temperature=0.7, top_p=0.9, max_new_tokens=256)
     chat.set_defaults(func=_chat)
 
@@ -129,6 +132,9 @@ def _chat(args: argparse.Namespace) -> int:
 
         model = merge_lora(load_adapter(model, args.adapter)).eval()  # merged: decodes at the base's speed
         name = f"{name} + {Path(args.adapter).name}"
+    if args.quant:  # after the merge: the adapter's update is folded in before rounding to int8 / 4 bits
+        _quantize(model, args.quant, args.checkpoint or name)
+        name = f"{name} ({args.quant})"
     config = GenerationConfig(
         strategy="sample" if args.temperature > 0 else "greedy",
         max_new_tokens=args.max_new_tokens,
