@@ -42,6 +42,7 @@ class ModelOutput:
     hidden_states: Tensor | None = None
     attentions: list[Tensor] | None = None  # one (B, H, Tq, Tk) per layer (bertviz layout)
     cross_attentions: list[Tensor] | None = None
+    encoder_attentions: list[Tensor] | None = None  # an encoder-decoder's encoder, from attention_maps
     metrics: dict[str, Tensor] = field(default_factory=dict)
     cache: Any = None
 
@@ -141,6 +142,28 @@ class EncoderDecoderModel(ModelBase):
             loss=loss, logits=logits, hidden_states=dec.hidden, attentions=dec.attentions,
             cross_attentions=dec.cross_attentions, metrics=metrics,
         )  # fmt: skip
+
+    def attention_maps(
+        self,
+        input_ids: Tensor,
+        decoder_input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+    ) -> ModelOutput:
+        """A teacher-forced pass that keeps all three kinds of attention, one ``(B, H, T_query, T_key)``
+        per layer: ``encoder_attentions`` (source x source), ``attentions`` (the decoder's causal
+        target x target) and ``cross_attentions`` (target x source, what each output token read).
+
+        ``forward`` returns only the decoder's two, because training never needs the encoder's;
+        a picture of a translation (``glassformer.viz.alignment``) needs them all from one pass.
+        """
+        enc = self.encode(input_ids, attention_mask, return_weights=True)
+        dec = self.decode(
+            decoder_input_ids, enc.hidden, attention_mask, decoder_attention_mask, return_weights=True
+        )
+        out = self.teacher_forced_output(dec, decoder_input_ids, None)
+        out.encoder_attentions = enc.attentions
+        return out
 
     @property
     def max_seq_len(self) -> int:
