@@ -8,18 +8,4 @@ from glassformer.metrics.frechet import feature_stats, frechet_distance
 from glassformer.metrics.retrieval import chance_recall_at_k, recall_at_k, retrieval_table
 from glassformer.metrics.wer import edit_distance, normalize_text, normalized_wer, number_words, wer
 
-__all__ = [
-    "BLEUScore",
-    "corpus_bleu",
-    "tokenize_13a",
-    "feature_stats",
-    "frechet_distance",
-    "chance_recall_at_k",
-    "recall_at_k",
-    "retrieval_table",
-    "edit_distance",
-    "normalize_text",
-    "normalized_wer",
-    "number_words",
-    "wer",
-]
+__all__ = ["BLEUScore", "corpus_bleu", "tokenize_13a", "feature_stats", "frechet_distance", "chance_recall_at_k", "recall_at_k", "retrieval_table", "edit_distance", "normalize_text", "normalized_wer", "number_words", "wer"]

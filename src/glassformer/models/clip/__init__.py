@@ -44,14 +44,8 @@ FAMILY = Family(
     model=CLIP,
     config=CLIPConfig,
     presets={
-        "clip-shapes": (
-            _cfg.clip_shapes,
-            "CLIP for 64x64 synthetic shapes: 8x8 patches, both towers 4 blocks of width 128 (8.0M)",
-        ),
-        "clip-vit-b32": (
-            _cfg.clip_vit_b32,
-            "OpenAI's ViT-B/32 CLIP shape: 224x224, 32x32 patches, 768 / 512 wide towers (151M)",
-        ),
+        "clip-shapes": (_cfg.clip_shapes, "CLIP for 64x64 synthetic shapes: 8x8 patches, both towers 4 blocks of width 128 (8.0M)"),
+        "clip-vit-b32": (_cfg.clip_vit_b32, "OpenAI's ViT-B/32 CLIP shape: 224x224, 32x32 patches, 768 / 512 wide towers (151M)"),
     },
     tiny=_cfg.tiny,
     example_batch=example_batch,
@@ -59,12 +53,8 @@ FAMILY = Family(
     generation=None,
     default_preset="clip-shapes",
     formats=(
-        Format(
-            "huggingface",
-            load="glassformer.models.clip.hf:from_pretrained",
-            save="glassformer.models.clip.hf:save_pretrained",
-            exports="glassformer.models.clip.hf:architecture",
-            model_types=("clip",),
-        ),
+        Format("huggingface", load="glassformer.models.clip.hf:from_pretrained",
+               save="glassformer.models.clip.hf:save_pretrained", exports="glassformer.models.clip.hf:architecture",
+               model_types=("clip",)),
     ),  # fmt: skip
 )
