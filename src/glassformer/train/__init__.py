@@ -28,10 +28,12 @@ For ``glassformer train PRESET``, a family declares its data builders in its ``F
 
 Modules: ``config`` (TrainConfig), ``optim`` (AdamW parameter groups), ``schedules``
 (learning-rate formulas), ``data`` (batch streams), ``checkpoint`` (atomic, safe
-checkpoints), ``distributed`` (torchrun/DDP), ``ema``, ``report`` (progress, logs, plot,
-summary), ``trainer`` (the loop), ``cli`` (the ``train`` verb). The long form is docs/training.md.
+checkpoints), ``averaging`` (the mean of a run's last checkpoints), ``distributed``
+(torchrun/DDP), ``ema``, ``report`` (progress, logs, plot, summary), ``trainer`` (the loop),
+``cli`` (the ``train`` verb). The long form is docs/training.md.
 """
 
+from glassformer.train.averaging import average_checkpoints, average_last_checkpoints
 from glassformer.train.checkpoint import CheckpointError, latest_checkpoint
 from glassformer.train.config import TrainConfig
 from glassformer.train.ema import EMA
@@ -47,6 +49,8 @@ __all__ = [
     "TrainConfig",
     "TrainSummary",
     "Trainer",
+    "average_checkpoints",
+    "average_last_checkpoints",
     "build_optimizer",
     "fit",
     "latest_checkpoint",
