@@ -50,6 +50,7 @@ FAMILY = Family(
     tiny=_cfg.tiny,
     example_batch=example_batch,
     data={"clip-shapes": "glassformer.models.clip.data:build_shapes_data"},
+    cli="glassformer.models.clip.cli",
     generation=None,
     default_preset="clip-shapes",
     formats=(
