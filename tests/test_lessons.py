@@ -18,6 +18,7 @@ FIGURES = {
     "09_vision_transformer.py": ["patches.png", "positions.png", "rollout.png"],
     "11_speech.py": ["log_mel.png", "next_tokens.png", "spectrogram_tokens.png", "cross_attention.png"],
     "12_diffusion.py": ["forward.png", "strip.png", "class_grid.png"],
+    "13_lora_and_quantization.py": ["quantization.png", "lora_finetune.png"],
     "14_decoding_speed.py": ["memory_bound.png", "shortlist.png"],
 }
 NEEDS_WHISPER = {"11_speech.py"}  # lessons that open the packaged tiny.en weights
