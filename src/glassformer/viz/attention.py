@@ -9,6 +9,9 @@ plus the token strings. One batch row is drawn (``batch_index``).
 * :func:`write_head_view_html` writes one self-contained HTML file (inline CSS and JS, no network)
   in the spirit of bertviz's head view: pick a layer, toggle heads, and hover a token to see the
   lines of attention leaving it (left column) or arriving at it (right column).
+* :func:`write_kinds_head_view_html` writes the same view for several kinds of attention whose
+  queries and keys may be different tokens (an encoder-decoder's encoder, decoder and cross
+  attention, :class:`AttentionKind`), with a menu to switch between them.
 * :func:`model_attention` runs any glassformer model on a text with its tokenizer and returns the
   two inputs of the functions above; ``glassformer attention`` (``viz/cli.py``) chains the three.
 """
@@ -20,6 +23,7 @@ import inspect
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,8 +185,67 @@ def write_head_view_html(
     title: str = "glassformer head view",
 ) -> Path:
     """Write an interactive, self-contained head view (one HTML file, works offline)."""
-    data = head_view_data(attentions, tokens, batch_index=batch_index)
-    data["colors"] = list(HEAD_COLORS)
+    return _write_page(head_view_data(attentions, tokens, batch_index=batch_index), path, title)
+
+
+@dataclass(frozen=True)
+class AttentionKind:
+    """One kind of attention in a head view: its ``name`` (the menu entry), ``weights`` per layer in
+    the bertviz layout, the token of each query row (``queries``) and of each key column (``keys``).
+
+    Self-attention has the same tokens on both sides; cross-attention has the target as queries and
+    the source as keys, which is why the two lists are separate.
+    """
+
+    name: str
+    weights: Sequence
+    queries: Sequence[str]
+    keys: Sequence[str]
+
+
+def kind_view_data(kind: AttentionKind, *, batch_index: int = 0, decimals: int = 4) -> dict:
+    """One entry of the multi-kind view's JSON: the kind's name, tokens and rounded weights."""
+    weights = attention_array(kind.weights, batch_index=batch_index)  # (L, H, Tq, Tk)
+    queries, keys = [str(t) for t in kind.queries], [str(t) for t in kind.keys]
+    if weights.shape[2:] != (len(queries), len(keys)):
+        raise ValueError(
+            f"{kind.name} attention covers {weights.shape[2]} queries x {weights.shape[3]} keys but "
+            f"{len(queries)} query and {len(keys)} key tokens were given; pass one token string per position"
+        )
+    return {
+        "name": kind.name,
+        "queries": queries,
+        "keys": keys,
+        "n_layers": int(weights.shape[0]),
+        "n_heads": int(weights.shape[1]),
+        "attention": np.round(weights, decimals).tolist(),
+    }
+
+
+def write_kinds_head_view_html(
+    kinds: Sequence[AttentionKind],
+    path: str | os.PathLike[str],
+    *,
+    batch_index: int = 0,
+    title: str = "glassformer head view",
+) -> Path:
+    """Write one self-contained head view holding several kinds of attention (a menu picks the kind).
+
+    For an encoder-decoder: the encoder's self-attention, the decoder's causal self-attention and
+    the cross-attention from target tokens (left) to source tokens (right).
+    """
+    if not kinds:
+        raise ValueError("kinds is empty: give at least one AttentionKind to draw")
+    names = [k.name for k in kinds]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attention kinds need distinct names for the menu, got {names}")
+    views = [kind_view_data(k, batch_index=batch_index) for k in kinds]
+    return _write_page({"views": views}, path, title)
+
+
+def _write_page(data: dict, path: str | os.PathLike[str], title: str) -> Path:
+    """The head view page around ``data`` (one view's fields, or ``{"views": [...]}``)."""
+    data = {**data, "colors": list(HEAD_COLORS)}
     # "<" is escaped so that no token (e.g. "</script>") can end the script element; JSON reads
     # the \u003c escape back as "<".
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
@@ -278,6 +341,7 @@ _TEMPLATE = """<!DOCTYPE html>
 Line opacity is the attention weight. Hover a token to isolate its lines; click a head's swatch to
 toggle it, double-click to show that head alone.</p>
 <div id="controls">
+  <label id="kind-label">Attention <select id="kind"></select></label>
   <label>Layer <select id="layer"></select></label>
   <span id="heads"></span>
   <button id="all-heads" type="button">all heads</button>
@@ -303,16 +367,21 @@ svg text { font-family: ui-monospace, monospace; font-size: 13px; cursor: defaul
 svg text.active { font-weight: bold; }
 """
 
-# Written for glassformer: a small view in plain DOM/SVG calls.
+# Written for glassformer: a small view in plain DOM/SVG calls. The page's JSON is either one view
+# (``tokens`` on both sides) or ``views``, each with its own query and key tokens (head_view_data,
+# kind_view_data); the script reads both as a list of views.
 _JS = r"""
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("attention-data").textContent);
   var SVG = "http://www.w3.org/2000/svg";  // the SVG namespace name, not a download
-  var tokens = data.tokens, n = tokens.length;
+  var views = data.views || [{
+    name: "", queries: data.tokens, keys: data.tokens, n_layers: data.n_layers,
+    n_heads: data.n_heads, attention: data.attention
+  }];
   var rowH = 22, colGap = 260, leftX = 170, top = 20;
-  var state = { layer: 0, heads: [], hover: null };  // hover: {side: "q" or "k", index: i}
-  for (var h = 0; h < data.n_heads; h++) state.heads.push(true);
+  var state = { view: 0, layer: 0, heads: [], hover: null };  // hover: {side: "q" or "k", index: i}
+  var view, columns, swatches = [];
 
   function color(h) { return data.colors[h % data.colors.length]; }
   function el(name, attrs) {
@@ -320,72 +389,95 @@ _JS = r"""
     for (var a in attrs) e.setAttribute(a, attrs[a]);
     return e;
   }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
-  // Controls: the layer menu and one swatch per head.
-  var layerSelect = document.getElementById("layer");
-  for (var l = 0; l < data.n_layers; l++) {
+  // Controls: the kind menu (several views only), the layer menu and one swatch per head.
+  var kindSelect = document.getElementById("kind");
+  if (views.length < 2) document.getElementById("kind-label").style.display = "none";
+  views.forEach(function (v, i) {
     var opt = document.createElement("option");
-    opt.value = l; opt.textContent = l;
-    layerSelect.appendChild(opt);
-  }
-  layerSelect.addEventListener("change", function () { state.layer = +layerSelect.value; update(); });
-  var swatches = [];
-  state.heads.forEach(function (_, h) {
-    var s = document.createElement("span");
-    s.className = "swatch"; s.style.background = color(h); s.textContent = h; s.title = "head " + h;
-    s.addEventListener("click", function () { state.heads[h] = !state.heads[h]; update(); });
-    s.addEventListener("dblclick", function () {
-      state.heads = state.heads.map(function (_, j) { return j === h; }); update();
-    });
-    document.getElementById("heads").appendChild(s); swatches.push(s);
+    opt.value = i; opt.textContent = v.name;
+    kindSelect.appendChild(opt);
   });
+  kindSelect.addEventListener("change", function () { choose(+kindSelect.value); });
+  var layerSelect = document.getElementById("layer");
+  layerSelect.addEventListener("change", function () { state.layer = +layerSelect.value; update(); });
+  var headBox = document.getElementById("heads");
   function setAll(on) { state.heads = state.heads.map(function () { return on; }); update(); }
   document.getElementById("all-heads").addEventListener("click", function () { setAll(true); });
   document.getElementById("no-heads").addEventListener("click", function () { setAll(false); });
 
-  // The picture: a layer of lines under two columns of tokens, each with a shading box.
   var svg = document.getElementById("view");
-  svg.setAttribute("width", leftX + colGap + 220);
-  svg.setAttribute("height", top + n * rowH + 10);
-  var lineLayer = el("g", {});
-  svg.appendChild(lineLayer);
+  var lineLayer = el("g", {}), tokenLayer = el("g", {});
+  svg.appendChild(lineLayer); svg.appendChild(tokenLayer);
   function y(i) { return top + i * rowH; }
-  var columns = { q: { x: leftX, anchor: "end" }, k: { x: leftX + colGap, anchor: "start" } };
-  Object.keys(columns).forEach(function (side) {
-    var col = columns[side];
-    col.boxes = []; col.texts = [];
-    for (var i = 0; i < n; i++) {
-      var wdt = 8 * Math.max(tokens[i].length, 1) + 8;
-      var box = el("rect", {
-        x: col.anchor === "end" ? col.x - wdt + 4 : col.x - 4, y: y(i) - 15, width: wdt,
-        height: rowH - 4, fill: "#ff9900", "fill-opacity": 0
-      });
-      var t = el("text", { x: col.x, y: y(i), "text-anchor": col.anchor });
-      t.textContent = tokens[i];
-      [box, t].forEach(function (node) {
-        node.addEventListener("mouseenter", (function (s, k) {
-          return function () { state.hover = { side: s, index: k }; update(); };
-        })(side, i));
-        node.addEventListener("mouseleave", function () { state.hover = null; update(); });
-      });
-      svg.appendChild(box); svg.appendChild(t);
-      col.boxes.push(box); col.texts.push(t);
+
+  // Show view i: its layers, its heads and its two columns of tokens (queries left, keys right).
+  function choose(i) {
+    view = views[i]; state.view = i; state.layer = 0; state.hover = null;
+    clear(layerSelect);
+    for (var l = 0; l < view.n_layers; l++) {
+      var opt = document.createElement("option");
+      opt.value = l; opt.textContent = l;
+      layerSelect.appendChild(opt);
     }
-  });
+    clear(headBox); swatches = []; state.heads = [];
+    for (var h = 0; h < view.n_heads; h++) {
+      state.heads.push(true);
+      var s = document.createElement("span");
+      s.className = "swatch"; s.style.background = color(h); s.textContent = h; s.title = "head " + h;
+      s.addEventListener("click", (function (k) {
+        return function () { state.heads[k] = !state.heads[k]; update(); };
+      })(h));
+      s.addEventListener("dblclick", (function (k) {
+        return function () { state.heads = state.heads.map(function (_, j) { return j === k; }); update(); };
+      })(h));
+      headBox.appendChild(s); swatches.push(s);
+    }
+    clear(tokenLayer);
+    columns = {
+      q: { x: leftX, anchor: "end", tokens: view.queries },
+      k: { x: leftX + colGap, anchor: "start", tokens: view.keys }
+    };
+    var rows = Math.max(view.queries.length, view.keys.length);
+    svg.setAttribute("width", leftX + colGap + 220);
+    svg.setAttribute("height", top + rows * rowH + 10);
+    Object.keys(columns).forEach(function (side) {
+      var col = columns[side];
+      col.boxes = []; col.texts = [];
+      col.tokens.forEach(function (token, j) {
+        var wdt = 8 * Math.max(token.length, 1) + 8;
+        var box = el("rect", {
+          x: col.anchor === "end" ? col.x - wdt + 4 : col.x - 4, y: y(j) - 15, width: wdt,
+          height: rowH - 4, fill: "#ff9900", "fill-opacity": 0
+        });
+        var t = el("text", { x: col.x, y: y(j), "text-anchor": col.anchor });
+        t.textContent = token;
+        [box, t].forEach(function (node) {
+          node.addEventListener("mouseenter", function () { state.hover = { side: side, index: j }; update(); });
+          node.addEventListener("mouseleave", function () { state.hover = null; update(); });
+        });
+        tokenLayer.appendChild(box); tokenLayer.appendChild(t);
+        col.boxes.push(box); col.texts.push(t);
+      });
+    });
+    update();
+  }
 
   function update() {
     swatches.forEach(function (s, h) { s.classList.toggle("off", !state.heads[h]); });
-    var att = data.attention[state.layer];
+    var att = view.attention[state.layer];
+    var nq = view.queries.length, nk = view.keys.length;
     var active = [];
     state.heads.forEach(function (on, h) { if (on) active.push(h); });
     var hv = state.hover;
-    while (lineLayer.firstChild) lineLayer.removeChild(lineLayer.firstChild);
+    clear(lineLayer);
     // Many heads on top of each other saturate; thin them out as more heads are shown.
     var damp = Math.max(1, active.length / 3);
     active.forEach(function (h) {
-      for (var i = 0; i < n; i++) {
+      for (var i = 0; i < nq; i++) {
         if (hv && hv.side === "q" && hv.index !== i) continue;
-        for (var j = 0; j < n; j++) {
+        for (var j = 0; j < nk; j++) {
           if (hv && hv.side === "k" && hv.index !== j) continue;
           var w = att[h][i][j];
           if (w < 0.01) continue;
@@ -399,7 +491,7 @@ _JS = r"""
     // Hovering a token shades the other column by the mean weight over the shown heads.
     Object.keys(columns).forEach(function (side) {
       var col = columns[side];
-      for (var i = 0; i < n; i++) {
+      for (var i = 0; i < col.tokens.length; i++) {
         var a = 0;
         if (hv && hv.side !== side && active.length) {
           active.forEach(function (h) {
@@ -412,6 +504,6 @@ _JS = r"""
       }
     });
   }
-  update();
+  choose(0);
 })();
 """
