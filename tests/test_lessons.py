@@ -15,6 +15,8 @@ FIGURES = {
     "02_multi_head.py": ["heads.png", "gqa_heads.png", "mqa_heads.png", "kv_cache.png"],
     "03_positional.py": ["sinusoidal.png", "rope_similarity.png", "alibi_bias.png"],
     "04_encoder_block.py": ["block_attention.png", "pre_vs_post.png"],
+    "05_full_encoder.py": ["tagging.png", "pooling.png", "attention_pooling.png"],
+    "06_decoder.py": ["causal_mask.png", "sampling.png"],
     "09_vision_transformer.py": ["patches.png", "positions.png", "rollout.png"],
     "11_speech.py": ["log_mel.png", "next_tokens.png", "spectrogram_tokens.png", "cross_attention.png"],
     "12_diffusion.py": ["forward.png", "strip.png", "class_grid.png"],
