@@ -18,6 +18,7 @@ FIGURES = {
     "05_full_encoder.py": ["tagging.png", "pooling.png", "attention_pooling.png"],
     "06_decoder.py": ["causal_mask.png", "sampling.png"],
     "09_vision_transformer.py": ["patches.png", "positions.png", "rollout.png"],
+    "10_clip.py": ["infonce.png", "duplicate_floor.png", "similarity.png", "training.png"],
     "11_speech.py": ["log_mel.png", "next_tokens.png", "spectrogram_tokens.png", "cross_attention.png"],
     "12_diffusion.py": ["forward.png", "strip.png", "class_grid.png"],
     "13_lora_and_quantization.py": ["quantization.png", "lora_finetune.png"],
