@@ -74,6 +74,13 @@ bench: $(STAMP)
 	$(PY) -P bench/bert_sst2.py --fast-tokenizer
 	$(PY) -P bench/gpt_train.py
 
+# llama.cpp, built from source once, for bench/quant.py's comparison (not needed by the tests).
+# Its AMX kernels are left out: on the Intel test machine they crash (a segfault in llama_decode)
+# on any batch of more than one token; its AVX-512 / VNNI kernels are what runs instead.
+llama-cpp: $(STAMP)
+	CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+		$(PIP) install -c constraints.txt --no-cache-dir llama-cpp-python
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench lessons
 

@@ -14,7 +14,9 @@ same fixed batches:
   outside it. Not RSS sampling either: a sampler can miss a peak between two reads; the kernel's
   mark cannot. A fresh process per mode, because memory freed by one mode stays mapped in the
   allocator and would hide the next mode's growth.
-* seconds per step: the median of timed optimizer steps (forward, backward, AdamW) after warm-up.
+* seconds per step: the median of timed optimizer steps (forward, backward, AdamW) after warm-up,
+  under the precision the training runs use (the engine's ``auto``: bf16 autocast on a CPU with
+  native bf16, fp32 elsewhere).
 * inference: the median forward time of a 64-row batch with the adapters unmerged vs merged
   (QLoRA's merge is its float model, ``merge_lora``).
 
@@ -57,6 +59,7 @@ from glassformer.models.bert.finetune import (  # noqa: E402
 )
 from glassformer.peft import LoraConfig, merge_lora, set_merged, trainable_parameters  # noqa: E402
 from glassformer.quant import memory_bytes  # noqa: E402
+from glassformer.train.trainer import resolve_precision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("full", "lora", "qlora")
@@ -171,10 +174,13 @@ def measure(args: argparse.Namespace, mode: str) -> dict:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
+    precision = resolve_precision("auto", torch.device("cpu"))  # what the training runs use here
     times = []
     for i, batch in enumerate(batches):
         start = time.perf_counter()
-        model(**batch).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= args.warmup_steps:
@@ -183,7 +189,7 @@ def measure(args: argparse.Namespace, mode: str) -> dict:
     count = trainable_parameters(model)
     return {"trainable_params": count.trainable, "total_params": count.total, "peak_memory_mb": peak_mb,
             "model_mb": memory_bytes(model) / 2**20,  # parameters and buffers: QLoRA's NF4 bytes count here
-            "s_per_step": statistics.median(times), "timed_steps": len(times),
+            "s_per_step": statistics.median(times), "timed_steps": len(times), "precision": precision,
             **_inference_s(model, mode, infer_batch, args.infer_repeats)}  # fmt: skip
 
 
