@@ -283,7 +283,7 @@ def test_retrieve_command_text_to_image(
         expected = retrieval.text_to_image(open_checkpoint(clip_checkpoint), picture_folder, QUERIES[:2], k=3)
     rows = _ranked_lines(out)
     assert [(r, Path(p)) for r, _, p in rows] == [
-        (m.rank, m.item) for found in expected.matches for m in found
+        (m.rank, picture_folder / m.item.name) for found in expected.matches for m in found
     ]
     np.testing.assert_allclose(
         [s for _, s, _ in rows], [m.score for f in expected.matches for m in f], atol=1e-4

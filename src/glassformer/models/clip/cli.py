@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glassformer.utils.commands import AddParser
@@ -105,7 +106,7 @@ def _text_to_image(ckpt: ClipCheckpoint, args: argparse.Namespace) -> TextToImag
     for query, found in zip(result.queries, result.matches, strict=True):
         print(f'"{query}"')
         for m in found:
-            print(f"  {m.rank:3d}  {m.score:7.4f}  {m.item}")
+            print(f"  {m.rank:3d}  {m.score:7.4f}  {Path(args.images) / m.item.name}")  # type: ignore[union-attr]
     print(f"wrote {retrieval.save_grid(ckpt, result, args.out or 'retrieval.png')}", file=sys.stderr)
     return result
 

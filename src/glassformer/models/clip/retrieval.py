@@ -89,8 +89,8 @@ def clip_tokenizer(folder: Path, config: CLIPConfig) -> CLIPTokenizer:
         raise ValueError(
             f"{folder}: the text tower knows {config.vocab_size} tokens (start / end of text "
             f"{config.bos_token_id} / {config.eos_token_id}) but CLIP's tokenizer has {tokenizer.vocab_size} "
-            f"({ends[0]} / {ends[1]}): the checkpoint was trained with another tokenizer; save that one "
-            "as tokenizer.json in the checkpoint folder"
+            f"({ends[0]} / {ends[1]}): the checkpoint was trained with another tokenizer (a -tiny twin's "
+            "shapes-word ids, say); retrieval reads CLIP's BPE, or a CLIP tokenizer.json in the checkpoint folder"
         )
     return tokenizer
 
