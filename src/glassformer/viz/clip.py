@@ -51,7 +51,7 @@ def plot_retrieval_grid(
     cols = max(len(found) for _, found in rows)
     plt = _pyplot()
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.7 * cols, 2.3 * len(rows) + 0.3), squeeze=False)
-    fig.subplots_adjust(hspace=0.75, wspace=0.08)
+    fig.subplots_adjust(hspace=0.6, wspace=0.08)
     for ax in axes.flat:
         ax.axis("off")
     for r, (query, found) in enumerate(rows):
