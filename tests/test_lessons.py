@@ -17,6 +17,8 @@ FIGURES = {
     "04_encoder_block.py": ["block_attention.png", "pre_vs_post.png"],
     "05_full_encoder.py": ["tagging.png", "pooling.png", "attention_pooling.png"],
     "06_decoder.py": ["causal_mask.png", "sampling.png"],
+    "07_complete_transformer.py": ["loss.png", "alignment.png", "bleu.png"],
+    "08_training.py": ["lr_schedule.png", "loss_curves.png"],
     "09_vision_transformer.py": ["patches.png", "positions.png", "rollout.png"],
     "10_clip.py": ["infonce.png", "duplicate_floor.png", "similarity.png", "training.png"],
     "11_speech.py": ["log_mel.png", "next_tokens.png", "spectrogram_tokens.png", "cross_attention.png"],

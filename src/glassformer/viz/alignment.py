@@ -112,9 +112,11 @@ def seq2seq_attention(
 def translation_attention(
     model: nn.Module, tokenizer: Any, text: str, *, direction: str = "en-de", directions: Sequence[str] = (),
     strategy: str = "beam", num_beams: int = 4, length_penalty: float = 1.0, max_new_tokens: int | None = None,
+    **generation: Any,
 ) -> Seq2SeqAttention:  # fmt: skip
     """Translate ``text`` as ``glassformer.translation.translate`` does (the same framing, prefix and
-    checks; beam 4 by default), then return the attention of the source and its translation."""
+    checks; beam 4 by default), then return the attention of the source and its translation.
+    ``generation`` passes more ``GenerationConfig`` fields (``cpu_kernels=False`` ...)."""
     from glassformer.generate import generate
     from glassformer.translation.translate import encode_sources, source_prefix
 
@@ -128,7 +130,7 @@ def translation_attention(
     beams = {"num_beams": num_beams, "length_penalty": length_penalty} if strategy == "beam" else {}
     limit = max_new_tokens or min(model.max_seq_len, 2 * len(source) + 10)
     result = generate(model, [source], strategy=strategy, max_new_tokens=limit, stop_token_ids=(eos,),
-                      pad_token_id=pad, **beams)  # fmt: skip
+                      pad_token_id=pad, **beams, **generation)  # fmt: skip
     target = result.tokens[0]
     found = seq2seq_attention(model, source, target, tokenizer)
     found.translation = tokenizer.decode(target, skip_special_tokens=True).strip()
