@@ -68,6 +68,20 @@ def test_corpus_bleu_equals_sacrebleu(name: str) -> None:
     assert (ours.sys_len, ours.ref_len) == (theirs.sys_len, theirs.ref_len)
 
 
+def test_no_match_at_any_order_scores_zero() -> None:
+    """A degenerate model (one token repeated) matches nothing: sacrebleu says 0, not a smoothed score,
+    which on a few sentences would be several points."""
+    refs = _references()[:3]
+    hyps = ["d d d d d d d d"] * 3
+    ours = corpus_bleu(hyps, [refs])
+    theirs = sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a")
+    assert ours.score == theirs.score == 0.0 and ours.precisions == (0.0,) * 4
+    assert ours.brevity_penalty == pytest.approx(theirs.bp)
+    assert (ours.sys_len, ours.ref_len) == (theirs.sys_len, theirs.ref_len)
+    mixed = [hyps[0], refs[1]]  # one sentence matches: the smoothing applies again
+    assert corpus_bleu(mixed, [refs[:2]]).score == pytest.approx(sacrebleu.corpus_bleu(mixed, [refs[:2]]).score, abs=0.01)
+
+
 def test_two_reference_streams_and_lowercase() -> None:
     refs = _references()
     systems = _systems(refs)

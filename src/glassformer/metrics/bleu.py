@@ -107,6 +107,9 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]], 
 
 
 def _score(matches: list[int], totals: list[int], sys_len: int, ref_len: int) -> BLEUScore:
+    bp = 0.0 if sys_len == 0 else 1.0 if sys_len >= ref_len else math.exp(1.0 - ref_len / sys_len)
+    if not any(matches):  # nothing matches at any order: 0, as sacrebleu says, not a smoothed score
+        return BLEUScore(0.0, (0.0,) * MAX_ORDER, bp, sys_len, ref_len)
     precisions, halving = [0.0] * MAX_ORDER, 1.0
     for n in range(MAX_ORDER):
         if totals[n] == 0:
@@ -116,10 +119,6 @@ def _score(matches: list[int], totals: list[int], sys_len: int, ref_len: int) ->
             precisions[n] = 100.0 / (halving * totals[n])
         else:
             precisions[n] = 100.0 * matches[n] / totals[n]
-    if sys_len == 0:
-        bp = 0.0
-    else:
-        bp = 1.0 if sys_len >= ref_len else math.exp(1.0 - ref_len / sys_len)
     if min(precisions) <= 0.0:
         return BLEUScore(0.0, tuple(precisions), bp, sys_len, ref_len)
     log_mean = sum(math.log(p) for p in precisions) / MAX_ORDER
