@@ -297,12 +297,14 @@ def bleu_by_hand(hyps: list[str], refs: list[str]) -> tuple[float, list[float], 
             produced, allowed = ngrams(h, n), ngrams(t, n)
             matches[n - 1] += sum(min(count, allowed[g]) for g, count in produced.items())
             totals[n - 1] += max(len(h) - n + 1, 0)
+    bp = 1.0 if c >= r else math.exp(1 - r / c) if c else 0.0
+    if not any(matches):  # nothing in common at all: 0, not a smoothed score
+        return 0.0, [0.0] * 4, bp
     precisions, halving = [], 1.0
     for m, total in zip(matches, totals):
         if m == 0:
             halving *= 2
         precisions.append(100.0 * (m if m else 1 / halving) / total if total else 0.0)
-    bp = 1.0 if c >= r else math.exp(1 - r / c)
     score = bp * math.exp(sum(math.log(p) for p in precisions) / 4) if min(precisions) > 0 else 0.0
     return score, precisions, bp
 
