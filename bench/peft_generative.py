@@ -272,7 +272,10 @@ def plot(results: dict, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     width = 0.8 / len(bars)
     for j, (label, scores) in enumerate(bars.items()):
-        left.bar([i + j * width for i in range(len(keys))], [scores[k] for k in keys], width, label=label)
+        drawn = left.bar(
+            [i + j * width for i in range(len(keys))], [scores[k] for k in keys], width, label=label
+        )
+        left.bar_label(drawn, fmt="%.2f", fontsize=7)
     left.set_xticks(
         [i + width * (len(bars) - 1) / 2 for i in range(len(keys))], [k.replace("_", " ") for k in keys]
     )
@@ -307,7 +310,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--budget-minutes", type=float, default=14.0, help="wall time of the whole run")
     p.add_argument("--steps", type=int, default=None, help="steps per target (default: what fits the budget)")
-    p.add_argument("--max-epochs", type=float, default=2.0, help="the most passes over the training set")
+    p.add_argument("--max-epochs", type=float, default=1.0, help="the most passes over the training set")
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     p.add_argument("--n-train", type=int, default=1600)
     p.add_argument("--n-test", type=int, default=100)
