@@ -85,7 +85,8 @@ def test_fewer_frames_use_the_first_positions() -> None:
     with torch.no_grad():
         ref = hf(input_features=feats, decoder_input_ids=ids)
         out = ours(input_features=feats, decoder_input_ids=ids)
-    torch.testing.assert_close(out.logits, ref.logits, atol=ATOL, rtol=0)
+    # logits reach about 5 here: on AVX-512 matmul kernels one in 600 lands 1.05e-5 off, a 2e-6 relative error
+    torch.testing.assert_close(out.logits, ref.logits, atol=ATOL, rtol=1e-6)
 
 
 def _base_generate(hf, feats: torch.Tensor, **kwargs: object):
