@@ -74,6 +74,7 @@ from glassformer.train import TrainConfig, Trainer, latest_checkpoint  # noqa: E
 from glassformer.train.budget import seconds_per_step, steps_for_minutes  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.weights import read_safetensors  # noqa: E402
+from glassformer.viz.clip import plot_similarity_matrix  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 5, 10)
@@ -312,7 +313,9 @@ def section_pictures(args: argparse.Namespace, work: Path, ctx: dict[str, Any]) 
     seen = sets["splits"]["test_seen"]
     small = seen.subset(torch.arange(10))
     e = embed(model, small, sets["tokenizer"], config)
-    plot_similarity(small, (e["image"] @ e["text"].T).numpy(), out / "clip_similarity.png")
+    plot_similarity_matrix(
+        e["image"] @ e["text"].T, small.images, small.captions, out / "clip_similarity.png"
+    )
     paths = [out / "clip_similarity.png"]
     for name in ("test_seen", "test_heldout"):
         split = sets["splits"][name]
@@ -429,27 +432,6 @@ def plot_training(curve: list[tuple[int, float, float]], batch: int, path: Path)
 
 def _picture(pairs: PairedImages, i: int) -> Any:
     return pairs.images[i].expand(3, -1, -1).permute(1, 2, 0).numpy()
-
-
-def plot_similarity(pairs: PairedImages, sim: Any, path: Path) -> None:
-    """Cosine similarity of images (rows, pictured) and their captions (columns)."""
-    plt = _pyplot()
-    n = len(pairs)
-    fig = plt.figure(figsize=(1.1 * n + 3, 1.1 * n + 3))
-    ax = fig.add_axes((0.25, 0.05, 0.7, 0.7))
-    ax.imshow(sim, cmap="viridis")
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
-        thumb = fig.add_axes((0.14, 0.05 + 0.7 * (n - 1 - i) / n, 0.7 / n, 0.7 / n))
-        thumb.imshow(_picture(pairs, i))
-        thumb.axis("off")
-    ax.set_xticks(range(n), [c.replace(" above ", "\nabove ").replace(" left of ", "\nleft of ") for c in pairs.captions],
-                  rotation=90, fontsize=7)  # fmt: skip
-    ax.xaxis.tick_top()
-    ax.set_yticks([])
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_retrieval(
