@@ -395,22 +395,42 @@ def seq2seq_batch(
 Collate = Callable[[list[Any], torch.Generator], dict[str, Tensor]]
 
 
+def example_length(example: Any) -> int:
+    """Tokens in an example: a row of ids, or a tuple of rows (source and target) summed."""
+    if example and isinstance(example[0], Sequence):
+        return sum(len(row) for row in example)
+    return len(example)
+
+
 class RandomBatches:
     """Training batches as ``get_batch(split, step, generator)``: ``batch_size`` distinct examples
     drawn with the engine's generator (seeded from the seed, the rank and the step), so a run
     resumes exactly and each process draws its own. ``collate(examples, generator)`` makes the batch;
-    the generator also seeds any noise (span corruption, denoising)."""
+    the generator also seeds any noise (span corruption, denoising).
 
-    def __init__(self, examples: Sequence[Any], batch_size: int, collate: Collate) -> None:
+    Length buckets: each step draws ``buckets * batch_size`` examples, sorts them by length and keeps
+    one of the ``buckets`` slices at random. Every example is still equally likely to be drawn, but a
+    batch holds sentences of similar length, so far less of it is padding (on Multi30k pairs, about
+    43 padded tokens per pair instead of 70). ``buckets=1`` draws plain random batches."""
+
+    def __init__(self, examples: Sequence[Any], batch_size: int, collate: Collate, buckets: int = 8) -> None:
         if len(examples) < batch_size:
             raise ValueError(
                 f"{len(examples)} training examples are fewer than batch_size={batch_size}; lower batch_size"
             )
+        if buckets < 1:
+            raise ValueError(f"buckets={buckets}: use 1 (plain random batches) or more")
         self.examples, self.batch_size, self.collate = examples, batch_size, collate
+        self.buckets = max(1, min(buckets, len(examples) // batch_size))
+        self.lengths = [example_length(e) for e in examples]
 
     def __call__(self, split: str, step: int, generator: torch.Generator) -> dict[str, Tensor]:
-        index = torch.randperm(len(self.examples), generator=generator)[: self.batch_size]
-        return self.collate([self.examples[i] for i in index.tolist()], generator)
+        pool = torch.randperm(len(self.examples), generator=generator)[: self.batch_size * self.buckets].tolist()
+        if self.buckets > 1:
+            pool.sort(key=self.lengths.__getitem__)
+            first = int(torch.randint(self.buckets, (1,), generator=generator)) * self.batch_size
+            pool = pool[first : first + self.batch_size]
+        return self.collate([self.examples[i] for i in pool], generator)
 
 
 class FixedBatches:
