@@ -222,3 +222,13 @@ def test_mha_gqa_equals_mha_with_repeated_kv_heads() -> None:
         )
     x = torch.randn(2, 5, dim)
     torch.testing.assert_close(gqa(x, is_causal=True)[0], mha(x, is_causal=True)[0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_decoding_step_with_grouped_heads_matches_repeated_keys(causal: bool) -> None:
+    """One query per row over a cache (GQA, no mask): SDPA groups the query heads instead of copying
+    the keys; each head must still read its own group's keys and values."""
+    q, k, v = _inputs(2, 6, 2, 1, 11, 8, seed=4)
+    out, _ = attention(q, k, v, is_causal=causal, backend="sdpa")
+    want = torch.softmax(q @ k.repeat_interleave(3, dim=1).transpose(-2, -1) / math.sqrt(8), dim=-1)
+    torch.testing.assert_close(out, want @ v.repeat_interleave(3, dim=1))

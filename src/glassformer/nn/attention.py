@@ -185,6 +185,17 @@ def flash_attention(
     return out
 
 
+def grouped_query_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, dropout_p: float) -> Tensor:
+    """Unmasked GQA without copying keys and values: the ``n_rep`` query heads that share a key head
+    become ``n_rep`` times as many queries of that head, ``(B, H, Tq, D) -> (B, Hkv, n_rep * Tq, D)``.
+    Exact (each query still attends to its own group's keys); a decoding step saves the
+    ``repeat_kv`` copy of the whole cache in every layer."""
+    b, h, tq, d = q.shape
+    grouped = q.reshape(b, k.shape[1], (h // k.shape[1]) * tq, d)  # head h = g * n_rep + r
+    out = F.scaled_dot_product_attention(grouped, k, v, dropout_p=dropout_p, scale=scale)
+    return out.reshape(b, h, tq, v.shape[-1])  # (B, H, Tq, Dv)
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -220,12 +231,16 @@ def attention(
         return flash_attention(q, k, v, add, scale, is_causal=is_causal, block_size=block_size), None
     # SDPA. Its own is_causal aligns the mask top-left, which is only right when Tq == Tk.
     tq, tk = q.shape[2], k.shape[2]
+    if is_causal and tq == 1:
+        is_causal = False  # one query at the last position (a decoding step) sees every key
     if mask is None and bias is None and (not is_causal or tq == tk):
         add, causal_flag = None, is_causal
     else:
         add, causal_flag = _additive_mask(q, k, mask, bias, is_causal), False
     if q.shape[1] != k.shape[1]:
         n_rep = q.shape[1] // k.shape[1]
+        if add is None and not causal_flag and q.device.type != "cuda":
+            return grouped_query_attention(q, k, v, scale, dropout_p), None
         if add is not None or q.device.type != "cuda":
             k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         else:
@@ -303,7 +318,9 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"attention input must be (batch, seq, {self.dim}); got {tuple(x.shape)}")
-        if x.dtype != self.q_proj.weight.dtype:
+        # a plain nn.Linear only: a quantized projection takes any float input, and reading its
+        # .weight would dequantize the whole matrix at every decoding step
+        if isinstance(self.q_proj, nn.Linear) and x.dtype != self.q_proj.weight.dtype:
             raise TypeError(
                 f"input dtype {x.dtype} does not match the layer's {self.q_proj.weight.dtype} weights; "
                 "convert one of them (model.to(dtype) or x.to(dtype))"
