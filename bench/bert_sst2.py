@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from glassformer.models.bert.finetune import FinetuneSettings, LabelSet, Rows, finetune, load_sst2  # noqa: E402
 from glassformer.models.bert.hf import from_pretrained  # noqa: E402
 from glassformer.utils.paths import data_root  # noqa: E402
+from glassformer.utils.stages import run_stages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "bert_sst2.json"
@@ -235,17 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         args.data = str(root / "sst2")
     results = load_results(args.result)
     results["machine"] = {**machine(), "torch_threads": torch.get_num_threads()}
-    for stage in args.stages:
-        if stage in results.get("stages_done", []) and stage not in args.redo:
-            print(f"[{stage}] done before; skipped (--redo {stage} to run it again)", flush=True)
-            continue
-        print(f"[{stage}] running", flush=True)
-        start = time.perf_counter()
-        results.update(globals()[f"stage_{stage}"](args))
-        results[f"{stage}_stage_seconds"] = time.perf_counter() - start
-        results["stages_done"] = sorted(set(results.get("stages_done", [])) | {stage})
+
+    def save(results: dict) -> None:
         save_results(results, args.result)
         print(table(results), flush=True)
+
+    run_stages(results, args.stages, lambda stage: globals()[f"stage_{stage}"](args), save, args.redo)
     print(table(results))
     return 0
 

@@ -60,6 +60,7 @@ from glassformer.models.bert.finetune import (  # noqa: E402
 from glassformer.peft import LoraConfig, merge_lora, set_merged, trainable_parameters  # noqa: E402
 from glassformer.quant import memory_bytes  # noqa: E402
 from glassformer.train.trainer import resolve_precision  # noqa: E402
+from glassformer.utils.stages import run_stages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("full", "lora", "qlora")
@@ -410,19 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(args.result.read_text()) if args.result.is_file() else {}
     results["machine"] = {**describe(), "torch_threads": args.threads}
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("result", "stages", "redo")}
-    for stage in args.stages:
-        if stage in results.get("stages_done", []) and stage not in args.redo:
-            print(f"[{stage}] done before; skipped (--redo {stage} to run it again)", flush=True)
-            continue
-        print(f"[{stage}] running", flush=True)
-        start = time.perf_counter()
-        results.update(globals()[f"stage_{stage}"](args))
-        results[f"{stage}_stage_seconds"] = time.perf_counter() - start
-        results["stages_done"] = sorted(set(results.get("stages_done", [])) | {stage})
+
+    def save(results: dict) -> None:
         results.update(headline(results))
         results["png"] = plot(results, args.result.with_suffix(".png")).name
         args.result.parent.mkdir(parents=True, exist_ok=True)
         args.result.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    run_stages(results, args.stages, lambda stage: globals()[f"stage_{stage}"](args), save, args.redo)
     print(table(results))
     return 0
 

@@ -56,6 +56,7 @@ from glassformer.rag.index import Bm25Retriever, Hit, Index, build_index, open_i
 from glassformer.rag.stores import make_store, recall_vs_exact  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.paths import data_root  # noqa: E402
+from glassformer.utils.stages import run_stages  # noqa: E402
 from glassformer.utils.weights import resolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,21 +343,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*longer than max_len.*")
     questions = load_questions(QUESTIONS)
     results = load_results()
-    done = set(results.get("stages_done", []))
     runners = {"retrieval": stage_retrieval, "throughput": stage_throughput, "engines": stage_engines,
                "answers": stage_answers}
-    for stage in args.stages:
-        if stage in done and stage not in args.redo:
-            print(f"{stage}: done before (--redo {stage} runs it again)")
-            continue
-        start = time.perf_counter()
-        results.update(runners[stage](args, questions))
-        results[f"{stage}_stage_seconds"] = time.perf_counter() - start
-        results["stages_done"] = sorted(done | {stage})
-        done.add(stage)
+
+    def save(results: dict) -> None:
         results["machine"] = describe()
         results["threads"] = args.threads
         save_results(results)
+
+    run_stages(results, args.stages, lambda stage: runners[stage](args, questions), save, args.redo)
     print(f"results in {RESULT.relative_to(ROOT)}")
 
 
