@@ -325,8 +325,10 @@ def long_prompt_row(n_new: int) -> dict:
     return row
 
 
-def smollm2_row(n_new: int, rounds: int) -> dict:
-    """Ours vs transformers' GGUF load of the same file, a chat prompt, greedy."""
+def smollm2_pair() -> dict:
+    """SmolLM2-135M-Instruct twice from its packaged GGUF, ours and transformers' (float32), with the
+    chat prompt both benchmarks decode: ``path``, ``model``, ``tokenizer``, ``hf``, ``prompt`` (ids);
+    ``{"skipped": why}`` without the file."""
     try:
         from glassformer.models.gpt.gguf import apply_chat_template, find_smollm2_gguf, load_smollm2
 
@@ -338,9 +340,19 @@ def smollm2_row(n_new: int, rounds: int) -> dict:
 
     model, tokenizer, template = load_smollm2()
     messages = [{"role": "user", "content": "Write a short poem about the sea."}]
-    ids = torch.tensor([tokenizer.encode(apply_chat_template(messages, template=template))])
+    prompt = tokenizer.encode(apply_chat_template(messages, template=template))
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     _no_eos(hf)
+    return {"path": path, "model": model, "tokenizer": tokenizer, "hf": hf, "prompt": prompt}
+
+
+def smollm2_row(n_new: int, rounds: int) -> dict:
+    """Ours vs transformers' GGUF load of the same file, a chat prompt, greedy."""
+    pair = smollm2_pair()
+    if "skipped" in pair:
+        return pair
+    model, tokenizer, hf = pair["model"], pair["tokenizer"], pair["hf"]
+    ids = torch.tensor([pair["prompt"]])
     run_ours(model, ids, 2)
     run_hf(hf, ids, 2)
     rows = alternate({"ours": lambda: run_ours(model, ids, n_new),

@@ -252,21 +252,11 @@ def llamacpp_runners(path: Path, prompt: list[int], n_new: int, tmp: Path) -> tu
 
 def smollm2_section(n_new: int, rounds: int, ppl_tokens: int, agree_tokens: int) -> dict:
     """SmolLM2-135M-Instruct: speeds at batch 1 and 8, perplexity and token agreement per format."""
-    from transformers import AutoModelForCausalLM
-
-    from glassformer.models.gpt.gguf import apply_chat_template, find_smollm2_gguf, load_smollm2
-
-    try:
-        path = find_smollm2_gguf()
-    except (ImportError, FileNotFoundError) as err:
-        print(f"SmolLM2 skipped: {err}")
-        return {"skipped": str(err)}
-    model, tokenizer, template = load_smollm2()
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    GG._no_eos(hf)
+    pair = GG.smollm2_pair()
+    if "skipped" in pair:
+        return pair
+    path, model, tokenizer, hf, prompt = (pair[k] for k in ("path", "model", "tokenizer", "hf", "prompt"))
     models = variants(model)
-    messages = [{"role": "user", "content": "Write a short poem about the sea."}]
-    prompt = tokenizer.encode(apply_chat_template(messages, template=template))
     section: dict = {"sizes": sizes(models)}
     tmp = Path(tempfile.mkdtemp(prefix="bench-quant-"))
     llama, why = llamacpp_runners(path, prompt, n_new, tmp)
