@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from glassformer.viz.attention import DPI, AttentionKind, attention_array, token_strings
+from glassformer.viz.figures import pyplot, save_figure
 
 ENCODER_DECODER_FAMILIES = "transformer, t5, bart"
 
@@ -160,10 +161,7 @@ def plot_alignment(
 ) -> Path:  # fmt: skip
     """Draw the source x target alignment of ``layer`` to a PNG: source tokens along the top, one row
     per produced target token; with ``per_head`` each head gets a panel beside the mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t, s = len(attention.target_tokens), len(attention.source_tokens)
     if attention.cross.shape[2:] != (t, s):
@@ -189,11 +187,7 @@ def plot_alignment(
     shown = layer if layer >= 0 else n_layers + layer
     fig.suptitle(title or f"cross-attention of decoder layer {shown}: rows = target tokens, columns = source",
                  fontsize=10)  # fmt: skip
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=DPI)
 
 
 def attention_kinds(attention: Seq2SeqAttention) -> list[AttentionKind]:

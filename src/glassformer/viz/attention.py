@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from glassformer.viz.figures import pyplot, save_figure
+
 # Panel geometry. The figure size follows from these, so a picture's pixel size is predictable:
 # see heatmap_figure_size().
 DPI = 100
@@ -116,10 +118,7 @@ def plot_attention_heads(
     Each panel has its own colour scale from 0 to its largest weight, so a head that spreads its
     attention thinly is still legible. Returns the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tokens = [str(t) for t in tokens]
     weights = attention_array(attentions, len(tokens), batch_index)  # (L, H, T, T)
@@ -155,11 +154,7 @@ def plot_attention_heads(
                 ax.set_yticklabels([])
             ax.tick_params(length=0)
     fig.suptitle(title or "attention: rows = queries (attending), columns = keys (attended to)", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=DPI)
 
 
 def head_view_data(

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
+from glassformer.viz.figures import pyplot, save_figure
 from glassformer.viz.vit import (
     _overlay,
     _prefix_tokens,
-    _pyplot,
-    _save,
     attention_rollout,
     rollout_cls_map,
     upsample_map,
@@ -49,7 +48,7 @@ def plot_retrieval_grid(
     if not rows or not all(found for _, found in rows):
         raise ValueError("plot_retrieval_grid needs at least one query, each with at least one picture")
     cols = max(len(found) for _, found in rows)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.7 * cols, 2.3 * len(rows) + 0.3), squeeze=False)
     fig.subplots_adjust(hspace=0.6, wspace=0.08)
     for ax in axes.flat:
@@ -64,7 +63,7 @@ def plot_retrieval_grid(
             )
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 def plot_similarity_matrix(
@@ -82,7 +81,7 @@ def plot_similarity_matrix(
     if s.ndim != 2 or n != len(pictures) or m != len(captions) or not n or not m:
         raise ValueError(f"scores of shape {s.shape} need one row per picture ({len(pictures)}) and one column "
                          f"per caption ({len(captions)}), at least one of each")  # fmt: skip
-    plt = _pyplot()
+    plt = pyplot()
     cell = 0.75
     fig = plt.figure(figsize=(cell * (m + 1) + 0.6, cell * n + 1.6))
     grid = fig.add_gridspec(n, 2, width_ratios=[1, m], wspace=0.02, hspace=0.0)
@@ -105,7 +104,7 @@ def plot_similarity_matrix(
     fig.suptitle(
         title or "cosine similarity: images x captions (red: each image's best caption)", fontsize=9, y=0.02
     )
-    return _save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 def plot_query_rollouts(
@@ -126,7 +125,7 @@ def plot_query_rollouts(
     maps = rollout_cls_map(attention_rollout(attentions), n_prefix=_prefix_tokens(vision))  # (N, g, g)
     cols = min(len(labels), 8)
     rows = math.ceil(len(labels) / cols)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2 * rows, cols, figsize=(1.8 * cols, 3.9 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -138,4 +137,4 @@ def plot_query_rollouts(
         _overlay(bottom, shown, upsample_map(maps[i], shown.shape[:2]), "attention rollout")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, tight=True)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from glassformer.viz.figures import pyplot, save_figure
+
 SECONDS_PER_POSITION = 0.02  # one encoder position covers two 10-ms log-mel frames
 FRAMES_PER_SECOND = 100
 
@@ -124,21 +126,12 @@ def align_tokens(
     return TokenAlignment(list(tokens), texts, weights, starts, ends)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_spectrogram_tokens(
     features: Tensor | np.ndarray, alignment: TokenAlignment, path: str | Path, duration: float | None = None,
     title: str = "log-mel spectrogram and transcript tokens",
 ) -> Path:
     """PNG: the ``(n_mels, frames)`` log-mel (cut to ``duration`` seconds) with each token at its start."""
-    plt = _pyplot()
+    plt = pyplot()
     mel = features.detach().cpu().numpy() if isinstance(features, Tensor) else np.asarray(features)
     mel = mel[0] if mel.ndim == 3 else mel
     if duration is not None:
@@ -150,13 +143,14 @@ def plot_spectrogram_tokens(
         ax.axvline(start, color="white", linewidth=0.6, alpha=0.7)
         ax.text(start, mel.shape[0] * (0.92 - 0.08 * (k % 3)), text.strip() or "␣", color="white", fontsize=8)
     ax.set(xlabel="time (s)", ylabel="mel channel", title=title)
-    return _save(fig, plt, path)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def plot_token_attention(alignment: TokenAlignment, path: str | Path,
                          title: str = "cross-attention of the alignment heads") -> Path:  # fmt: skip
     """PNG: which audio each token listens to (tokens down, audio time across), with the DTW times."""
-    plt = _pyplot()
+    plt = pyplot()
     n, positions = alignment.weights.shape
     seconds = positions * SECONDS_PER_POSITION
     fig, ax = plt.subplots(figsize=(max(8.0, seconds * 1.2), max(3.0, 0.25 * n + 1.0)))
@@ -165,13 +159,6 @@ def plot_token_attention(alignment: TokenAlignment, path: str | Path,
     ax.set_yticks(np.arange(n), [t.strip() or "␣" for t in alignment.texts], fontsize=7)
     ax.set(xlabel="audio time (s)", ylabel="output token", title=title)
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+

@@ -23,7 +23,6 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -32,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.utils.suggest import did_you_mean
+from glassformer.viz.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
     from glassformer.models.vit.config import ViTConfig
 
@@ -264,23 +263,6 @@ def _overlay(ax: Axes, image: np.ndarray, heat: np.ndarray, title: str) -> None:
     ax.axis("off")
 
 
-def _pyplot() -> ModuleType:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no window, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
-
-
 def plot_head_overlays(
     pixel_values: Tensor,
     attentions: Sequence[Tensor],
@@ -299,7 +281,7 @@ def plot_head_overlays(
     n = len(heads) + 2
     cols = min(n, 6)
     rows = math.ceil(n / cols)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -311,7 +293,7 @@ def plot_head_overlays(
         _overlay(axes.flat[h + 2], image, upsample_map(grid_map, size), f"layer {layer % n_layers} head {h}")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 def plot_rollout_overlay(
@@ -326,7 +308,7 @@ def plot_rollout_overlay(
     """The image beside its attention rollout laid over it (one picture, two panels)."""
     image = display_image(pixel_values[batch_index])
     rollout = rollout_cls_map(attention_rollout(attentions), n_prefix=n_prefix)[batch_index]
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(5.0, 2.8))
     left.imshow(image, cmap="gray" if image.ndim == 2 else None)
     left.set_title("image", fontsize=8)
@@ -334,7 +316,7 @@ def plot_rollout_overlay(
     _overlay(right, image, upsample_map(rollout, image.shape[:2]), "attention rollout")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 def pick_per_class(labels: Sequence[int] | Tensor, per_class: int) -> list[int]:
@@ -367,7 +349,7 @@ def plot_class_grid(
     guesses = logits.argmax(-1).tolist()
     label_list = [int(labels[i]) for i in chosen]
     classes = sorted(set(label_list))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         len(classes), per_class, figsize=(1.9 * per_class, 2.3 * len(classes)), squeeze=False
     )
@@ -386,7 +368,7 @@ def plot_class_grid(
             upsample_map(maps[k], image.shape[:2]),
             f"{_name(label, class_names)}\nguess: {_name(guess, class_names)}{mark}",
         )
-    return _save(fig, path)
+    return save_figure(fig, path, tight=True)
 
 
 def _name(index: int, class_names: Sequence[str]) -> str:
