@@ -61,6 +61,7 @@ from glassformer.peft import LoraConfig, merge_lora, set_merged, trainable_param
 from glassformer.quant import memory_bytes  # noqa: E402
 from glassformer.train.trainer import resolve_precision  # noqa: E402
 from glassformer.utils.stages import run_stages  # noqa: E402
+from glassformer.viz.figures import pyplot, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("full", "lora", "qlora")
@@ -310,10 +311,7 @@ def table(results: dict) -> str:
 
 def plot(results: dict, path: Path) -> Path | None:
     """Dev accuracy, seconds per step and peak memory per mode; dev accuracy against the rank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     m, t = results.get("measure", {}), results.get("train", {})
     panels = [("dev accuracy (%)", lambda mode: t.get(mode, {}).get("dev_accuracy", 0) * 100),
@@ -330,10 +328,7 @@ def plot(results: dict, path: Path) -> Path | None:
     axes[3].set_title("LoRA dev accuracy vs rank (alpha = 2r)")
     axes[3].set_xlabel("r")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -51,6 +51,7 @@ from glassformer.data.house_style import ChatSftData, Example, house_style_split
 from glassformer.generate import GenerationConfig, generate  # noqa: E402
 from glassformer.models.gpt.gguf import apply_chat_template  # noqa: E402
 from glassformer.peft import LoraConfig, inject_lora, merge_lora, save_adapter, trainable_parameters  # noqa: E402
+from glassformer.viz.figures import pyplot, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "peft_generative.json"
@@ -262,10 +263,7 @@ def headline(before: dict, runs: dict[str, dict], timed: dict) -> dict[str, Any]
 
 def plot(results: dict, path: Path) -> Path:
     """Before/after rates per target, and the training loss of each target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = ("schema_valid", "exact_match", "field_accuracy")
     bars = {"before": results["before"], **{f"after, {t}": r["after"] for t, r in results["targets"].items()}}
@@ -293,10 +291,7 @@ def plot(results: dict, path: Path) -> Path:
         f"LoRA r={results['settings']['r']}, alpha={results['settings']['alpha']:g} on {results['model']}"
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
