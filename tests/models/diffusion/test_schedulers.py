@@ -104,6 +104,24 @@ def test_ddim_step_matches(beta: str, prediction: str, spacing: str, steps: int)
         _assert_steps(got, want)
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_ddim_with_the_noise_of_the_clipped_x0_matches(prediction: str) -> None:
+    """use_clipped_model_output: outputs large enough that x_0 is clipped at most steps."""
+    ours, theirs = _pair("linear", prediction, "ddim")
+    theirs.set_timesteps(20)
+    sampler = DDIMSampler(ours, 20, use_clipped_model_output=True)
+    plain = DDIMSampler(ours, 20)
+    got, want, differs = [], [], 0
+    for t in sampler.timesteps:
+        sample, output = _randn(t) * 3, _randn(t + 1) * 3
+        want.append(theirs.step(output, t, sample, use_clipped_model_output=True, return_dict=False))
+        step = sampler.step(output, t, sample)
+        got.append((step.prev_sample, step.pred_original_sample))
+        differs += not torch.allclose(step.prev_sample, plain.step(output, t, sample).prev_sample)
+    _assert_steps(got, want)
+    assert differs > len(sampler.timesteps) // 2  # the option changed the steps it is about
+
+
 def test_ddim_with_every_training_step_is_allowed_and_more_is_refused() -> None:
     schedule = NoiseSchedule(N)
     assert len(DDIMSampler(schedule, N).timesteps) == N

@@ -57,7 +57,7 @@ def test_train_data_checks_vocab_and_options(tmp_path) -> None:
     small = GPTConfig(vocab_size=10, max_seq_len=16, n_layers=1, n_heads=2, dim=16)
     with pytest.raises(ValueError, match=r"pass model.vocab_size=\d+"):
         causal_lm_data(train_config, small, _request({"text": str(src)}))
-    with pytest.raises(ValueError, match="unknown data option: unknown key .txt. \(did you mean .text.\?\)"):
+    with pytest.raises(ValueError, match=r"unknown data option: unknown key .txt. \(did you mean .text.\?\)"):
         causal_lm_data(train_config, small, _request({"txt": str(src)}))
     data_dir = tmp_path / "prepared"
     prepare(src, "char", data_dir, progress=False)

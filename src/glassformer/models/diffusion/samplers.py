@@ -73,10 +73,16 @@ class DDPMSampler:
 
 
 class DDIMSampler:
-    """DDIM over ``steps`` steps; ``eta`` scales the fresh noise (0: deterministic)."""
+    """DDIM over ``steps`` steps; ``eta`` scales the fresh noise (0: deterministic).
+
+    ``use_clipped_model_output`` (diffusers' name): when the schedule clips the predicted x_0, derive
+    the noise from the clipped x_0 too, ``eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)``, so the
+    next sample is built from one consistent pair. Off by default, as in diffusers: the step then mixes
+    the clipped x_0 with the model's own noise, which an imperfect model at high noise levels makes
+    disagree."""
 
     def __init__(self, schedule: NoiseSchedule, steps: int, spacing: str = "leading", eta: float = 0.0,
-                 set_alpha_to_one: bool = True) -> None:  # fmt: skip
+                 set_alpha_to_one: bool = True, use_clipped_model_output: bool = False) -> None:  # fmt: skip
         if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not 0.0 <= eta:
             raise ValueError(f"eta must be a number >= 0 (0: deterministic DDIM, 1: DDPM's variance), got {eta!r}")
         self.schedule = schedule
@@ -84,6 +90,7 @@ class DDIMSampler:
         self.stride = schedule.num_train_timesteps // steps
         self.eta = float(eta)
         self.final_abar = 1.0 if set_alpha_to_one else schedule.abar(0)
+        self.use_clipped_model_output = bool(use_clipped_model_output)
 
     def previous(self, t: int) -> int:
         return t - self.stride
@@ -97,7 +104,9 @@ class DDIMSampler:
         a_t = s.abar(t)
         a_prev = s.abar(prev) if prev >= 0 else self.final_abar
         x0, eps = s.split(model_output, sample, t)
-        x0 = s.clip(x0)  # eps stays the model's own (diffusers' use_clipped_model_output=False)
+        x0 = s.clip(x0)
+        if self.use_clipped_model_output:
+            eps = (sample - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
         sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         prev_sample = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps
         if self.needs_noise(t):

@@ -113,19 +113,23 @@ def _guided(model: DiffusionUNet, x: Tensor, t: int, ids: Tensor | None, guidanc
 @torch.no_grad()
 def sample(model: DiffusionUNet, n: int, *, steps: int | None = None, sampler: str = "ddim",
            guidance: float | None = None, labels: Labels = None, seed: int = 0, eta: float = 0.0,
-           spacing: str = "leading", return_trajectory: bool = False) -> Samples:  # fmt: skip
+           spacing: str = "leading", use_clipped_model_output: bool = False,
+           return_trajectory: bool = False) -> Samples:  # fmt: skip
     """``n`` images from ``model`` (``steps``: 50 for DDIM, the training schedule's all for DDPM).
 
     ``labels``: one class or one per image, as ids or names (``model.config.class_names``); None
     samples a conditional model unconditionally (its null class). ``guidance``: the weight ``w``
     above (needs labels). ``eta``: DDIM's noise. ``spacing``: "leading" or "trailing" timesteps.
+    ``use_clipped_model_output``: DDIM's noise re-derived from the clipped x_0 (see ``DDIMSampler``).
     ``return_trajectory``: keep every intermediate sample and x_0 guess (for strips and GIFs).
     """
     ids = class_ids(model, labels, n) if isinstance(n, int) and not isinstance(n, bool) else None
     _check_request(model, n, seed, guidance, ids, sampler, eta)
     schedule = model.schedule
     if sampler == "ddim":
-        stepper: DDIMSampler | DDPMSampler = DDIMSampler(schedule, 50 if steps is None else steps, spacing, eta=eta)
+        stepper: DDIMSampler | DDPMSampler = DDIMSampler(
+            schedule, 50 if steps is None else steps, spacing, eta=eta, use_clipped_model_output=use_clipped_model_output
+        )
     else:
         stepper = DDPMSampler(schedule, steps, spacing)
     cfg, param = model.config, model.conv_in.weight
