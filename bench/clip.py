@@ -75,6 +75,7 @@ from glassformer.train.budget import seconds_per_step, steps_for_minutes  # noqa
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.weights import read_safetensors  # noqa: E402
 from glassformer.viz.clip import plot_similarity_matrix  # noqa: E402
+from glassformer.viz.figures import pyplot, save_figure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 5, 10)
@@ -399,17 +400,8 @@ def section_fashion(args: argparse.Namespace, work: Path, ctx: dict[str, Any]) -
 # --- pictures ---------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_training(curve: list[tuple[int, float, float]], batch: int, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     steps, losses, temps = zip(*curve)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(steps, losses, label="training loss")
@@ -426,8 +418,7 @@ def plot_training(curve: list[tuple[int, float, float]], batch: int, path: Path)
     b.set_title("learned temperature (clamped at 100)")
     b.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _picture(pairs: PairedImages, i: int) -> Any:
@@ -438,7 +429,7 @@ def plot_retrieval(
     split: PairedImages, emb: dict[str, torch.Tensor], queries: list[int], path: Path, k: int = 5
 ) -> None:
     """For each query caption, its top-k pictures; a green title marks a picture with the query's caption."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(queries), k, figsize=(1.8 * k, 2.0 * len(queries)), squeeze=False)
     for row, q in enumerate(queries):
         scores = emb["image"] @ emb["text"][q]
@@ -453,8 +444,7 @@ def plot_retrieval(
             split.captions[q].replace(" above ", "\nabove ").replace(" left of ", "\nleft of "), fontsize=7
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def figures(args: argparse.Namespace) -> Path:

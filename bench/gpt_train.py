@@ -149,10 +149,9 @@ def _summary(name: str, times: list[float], train: list, evals: list, iters: int
 
 
 def plot(runs: list[dict[str, Any]], path: Path, iters: int) -> None:
-    import matplotlib
+    from glassformer.viz.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = {"nanogpt": "tab:gray", "ours": "tab:blue"}
@@ -175,8 +174,7 @@ def plot(runs: list[dict[str, Any]], path: Path, iters: int) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> int:

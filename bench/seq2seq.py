@@ -77,6 +77,7 @@ from glassformer.train.checkpoint import latest_checkpoint, load_weights  # noqa
 from glassformer.translation import load_translator, score_bleu, sweep_length_penalty  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.paths import data_file  # noqa: E402
+from glassformer.viz.figures import pyplot, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -675,10 +676,7 @@ def shown_path(path: Path) -> str:
 
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, curve in curves.items():
@@ -691,9 +689,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def figures(args: argparse.Namespace, work: Path) -> Path:

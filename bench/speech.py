@@ -61,6 +61,7 @@ from glassformer.generate import generate
 from glassformer.metrics import normalize_text, normalized_wer
 from glassformer.models import load_model
 from glassformer.utils.machine import describe
+from glassformer.viz.figures import pyplot, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -111,10 +112,7 @@ def score(name: str, model: torch.nn.Module, data: SpeechDataset) -> dict[str, A
 
 def plot_training(log_path: Path, out: Path) -> None:
     """Train and FSDD-test loss against the step, from the run's log.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and "loss" in r]
@@ -126,24 +124,19 @@ def plot_training(log_path: Path, out: Path) -> None:
     ax.set(xlabel="step", ylabel="cross-entropy per character", yscale="log", title="whisper-digits training")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, dpi=120)
 
 
 def plot_table(rows: list[list[str]], header: list[str], out: Path) -> None:
     """The WER table as a picture, for the docs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.4 * len(rows)))
     ax.axis("off")
     table = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="left")
     table.scale(1, 1.4)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, dpi=120)
 
 
 def tiny_en_score(name: str, utterances: list[Utterance], tiny_en: tuple[torch.nn.Module, Any]) -> dict[str, Any]:

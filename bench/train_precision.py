@@ -37,6 +37,7 @@ from glassformer import registry
 from glassformer.data import prepare
 from glassformer.train import TrainConfig, Trainer, seed_everything
 from glassformer.utils.machine import cpu_bf16, describe
+from glassformer.viz.figures import pyplot, save_figure
 
 PRESET = "shakespeare-char"
 BATCH = 12
@@ -72,10 +73,7 @@ def train(data: Any, model_config: Any, precision: str, steps: int, work: Path) 
 
 
 def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for run, color in zip(runs, ("tab:blue", "tab:orange")):
@@ -91,8 +89,7 @@ def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> None:

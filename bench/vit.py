@@ -58,6 +58,7 @@ from glassformer.train import TrainConfig, Trainer  # noqa: E402
 from glassformer.train.budget import seconds_per_step, steps_for_minutes  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.weights import read_safetensors  # noqa: E402
+from glassformer.viz.figures import pyplot, save_figure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEAN, STD = FASHION_MNIST_MEAN, FASHION_MNIST_STD
@@ -220,10 +221,7 @@ def section_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def plot_curves(runs: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, r in runs.items():
@@ -236,8 +234,7 @@ def plot_curves(runs: dict[str, Any], path: Path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _time(fn: Any, reps: int) -> float:
