@@ -1,7 +1,7 @@
 """The lab in a real browser: Playwright drives Debian's /usr/bin/chromium against a lab on a free
 local port (tiny random models). Every tab is opened and used, and a screenshot of each is saved
 under out/lab-screenshots/ (the RAG tab answers from an index of two Markdown files, built with the
-real MiniLM; the transcribe tab gets a generated WAV); no request may leave for another host; a 1 MB
+real MiniLM; the transcribe tab gets a generated WAV, the translate tab a sentence, the generate tab a class); no request may leave for another host; a 1 MB
 prompt is refused; four sessions at once each get their own answer."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from glassformer.lab import chat_tab
+from glassformer.lab import chat_tab, translate_tab
 from glassformer.lab.app import Server, serve, tiny_context
-from glassformer.lab.catalog import TINY_GPT, TINY_WHISPER
+from glassformer.lab.catalog import TINY_GPT, TINY_TRANSLATOR, TINY_WHISPER
 from glassformer.lab.limits import Limits
 from glassformer.models.whisper.transcribe import transcribe
 
@@ -127,6 +127,17 @@ def test_every_tab_works_in_a_browser(page, lab, make_tone, tmp_path):
         page.get_by_text("No index is listed").wait_for()
     _shot(page, "rag")
 
+    _tab(page, "Generate images")
+    page.locator("#gen-class input").fill("sandal")
+    page.locator("#gen-class input").press("Enter")
+    page.locator("#gen-steps input").fill("5")
+    page.locator("#gen-run").click()
+    page.locator("#gen-grid img").wait_for()
+    page.locator("#gen-strip img").wait_for()
+    page.locator("#gen-summary").get_by_text("class sandal").wait_for()
+    assert "DDIM with 5 steps, seed 0" in page.locator("#gen-summary").inner_text()
+    _shot(page, "generate")
+
     _tab(page, "Transcribe")
     tone = make_tone(tmp_path / "tone.wav")
     page.locator("#asr-audio input[type=file]").set_input_files(str(tone))
@@ -138,6 +149,16 @@ def test_every_tab_works_in_a_browser(page, lab, make_tone, tmp_path):
     page.locator("#asr-png img").wait_for()
     assert "real-time factor" in page.locator("#asr-summary").inner_text()
     _shot(page, "transcribe")
+
+    _tab(page, "Translate")
+    page.locator("#mt-text textarea").fill("A man rides a bike.")
+    page.locator("#mt-run").click()
+    expected = translate_tab.translate_text(lab.context, TINY_TRANSLATOR, "A man rides a bike.").text
+    page.locator("#mt-png img").wait_for()
+    page.wait_for_function("sel => (document.querySelector(sel)?.innerText || '').includes('sentences/s')",
+                           arg="#mt-summary")
+    assert page.locator("#mt-output textarea").input_value() == expected
+    _shot(page, "translate")
 
 
 def test_the_page_asks_nothing_of_other_hosts(page, lab):

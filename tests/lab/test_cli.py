@@ -24,7 +24,8 @@ def test_lab_binds_localhost_by_default_and_warns_about_another_host(launched, c
     assert main(["lab", "--tiny", "--max-chars", "100", "--port", "7999"]) == 0
     ctx, host, port = launched[-1]
     assert (host, port, ctx.limits.max_chars) == ("127.0.0.1", 7999, 100)
-    assert ctx.catalog.names() == ["tiny-gpt", "tiny-bert", "tiny-classifier", "tiny-whisper"]
+    assert ctx.catalog.names() == ["tiny-gpt", "tiny-bert", "tiny-classifier", "tiny-whisper", "tiny-translator",
+                                   "tiny-diffusion"]
     assert "warning" not in capsys.readouterr().err
     assert main(["lab", "--tiny", "--host", "0.0.0.0"]) == 0
     assert "warning: --host 0.0.0.0 lets other machines reach the lab" in capsys.readouterr().err

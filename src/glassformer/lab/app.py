@@ -31,7 +31,9 @@ TABS: tuple[str, ...] = (
     "glassformer.lab.chat_tab",
     "glassformer.lab.classify_tab",
     "glassformer.lab.rag_tab",
+    "glassformer.lab.sample_tab",
     "glassformer.lab.transcribe_tab",
+    "glassformer.lab.translate_tab",
 )
 LOCAL_HOST = "127.0.0.1"
 SYSTEM_FONTS = ("system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif")

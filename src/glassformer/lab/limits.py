@@ -24,12 +24,15 @@ class Limits:
     max_upload_lines: int = 200
     max_audio_seconds: int = 120  # a recording to transcribe: 2 min of tiny.en is a few seconds of CPU
     max_audio_bytes: int = 20_000_000  # 2 min of 44.1-kHz 16-bit stereo WAV is 21 MB; FLAC about half
+    max_sentences: int = 32  # lines one translate request may send
+    max_images: int = 16  # images one generate request may ask for
+    max_unet_calls: int = 20_000  # images x sampler steps (x 2 with guidance): 16 DDPM-1000 images fit
     concurrency: int = 2
     queue_size: int = 64
 
     def __post_init__(self) -> None:
         for name in ("max_chars", "max_new_tokens", "max_upload_bytes", "max_upload_lines", "max_audio_seconds",
-                     "max_audio_bytes", "concurrency", "queue_size"):
+                     "max_audio_bytes", "max_sentences", "max_images", "max_unet_calls", "concurrency", "queue_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
@@ -65,3 +68,15 @@ class Limits:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
             raise LabInputError(f"{what} {value!r} is out of range: this model has {size} (0..{size - 1})")
         return value
+
+
+MAX_BEAMS = 8  # beam search past 8 beams costs more than it changes a translation or a transcript
+
+
+def beam_count(value: object) -> int:
+    """A beam size from ``1..MAX_BEAMS`` (sliders send floats); 1 means greedy decoding."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BEAMS:
+        raise LabInputError(f"beam size must be a whole number from 1 (greedy) to {MAX_BEAMS}, got {value!r}")
+    return value

@@ -20,10 +20,9 @@ from typing import Any
 
 from glassformer.lab.catalog import Loaded
 from glassformer.lab.context import LabContext
-from glassformer.lab.limits import LabInputError
+from glassformer.lab.limits import MAX_BEAMS, LabInputError, beam_count
 
 TITLE = "Transcribe"
-MAX_BEAMS = 8
 
 
 @dataclass
@@ -59,15 +58,6 @@ def check_upload(ctx: LabContext, path: str | os.PathLike[str]) -> Path:
         raise LabInputError(f"the recording is {seconds:.1f} s long; the lab transcribes at most "
                             f"{limits.max_audio_seconds} s. Trim it (or start the lab with a higher --max-audio-seconds)")
     return path
-
-
-def beam_count(value: object) -> int:
-    """A beam size from ``1..MAX_BEAMS`` (sliders send floats); 1 means greedy decoding."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BEAMS:
-        raise LabInputError(f"beam size must be a whole number from 1 (greedy) to {MAX_BEAMS}, got {value!r}")
-    return value
 
 
 def transcribe_upload(ctx: LabContext, model_name: str, path: str | os.PathLike[str], beam_size: object = 1,
