@@ -684,7 +684,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
             steps, losses = zip(*curve)
             ax.plot(steps, losses, marker="o", ms=3, label=label)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("validation loss (label-smoothed where the model smooths)")
+    ax.set_ylabel("validation loss\n(label-smoothed where the model smooths)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

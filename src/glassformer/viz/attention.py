@@ -290,8 +290,23 @@ def token_strings(tokenizer: TokenizerLike, ids: Sequence[int]) -> list[str]:
     labels = []
     for i in ids:
         label = to_token(i) if to_token is not None else None
-        labels.append(tokenizer.decode([i]) if label is None else label)
+        labels.append(tokenizer.decode([i]) if label is None else readable_token(label))
     return [str(t).replace("\n", "\\n").replace("\t", "\\t") for t in labels]
+
+
+def readable_token(token: str) -> str:
+    """A byte-level BPE token with its non-ASCII letters shown as text (``ĠMÃ¤dchen`` -> ``ĠMädchen``);
+    ASCII tokens, tokens of other vocabularies and incomplete UTF-8 characters are kept as they are."""
+    from glassformer.tokenizers.pretokenize import token_to_bytes
+
+    raw = token_to_bytes(token)
+    if raw is None or raw.isascii():
+        return token
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return token  # a piece of a character: its byte spelling is all there is to show
+    return text.replace(" ", "Ġ")
 
 
 def model_attention(model, tokenizer: TokenizerLike, text: str) -> tuple[list, list[str]]:
