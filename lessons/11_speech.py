@@ -42,7 +42,11 @@ RATE, N_FFT, HOP, N_MELS, WINDOW_S = 16000, 400, 160, 80, 30
 
 # ---------------------------------------------------------------------------------------------
 section("1. The log-mel spectrogram, by hand")
-audio = load_audio(data_file("whisper_samples", "jfk.flac"))  # float32 mono at 16 kHz
+jfk = data_file("whisper_samples", "jfk.flac")
+if jfk is None:
+    raise SystemExit("whisper_samples/jfk.flac is not in the shared data folder: set GLASSFORMER_DATA to it "
+                     "(see its SOURCES.md)")
+audio = load_audio(jfk)  # float32 mono at 16 kHz
 print(f"jfk.flac: {len(audio)} samples = {len(audio) / RATE:.2f} s")
 
 # Whisper always listens to 30 s: shorter audio is padded with silence (zeros).

@@ -27,6 +27,10 @@ FIGURES = {
     "14_decoding_speed.py": ["memory_bound.png", "shortlist.png"],
 }
 NEEDS_WHISPER = {"11_speech.py"}  # lessons that open the packaged tiny.en weights
+NEEDS_DATA = {  # lessons that read a file of the shared data folder (GLASSFORMER_DATA, default ../shared/data)
+    "10_clip.py": ("tokenizers", "clip_bpe_simple_vocab_16e6.txt.gz"),
+    "11_speech.py": ("whisper_samples", "jfk.flac"),
+}
 
 
 def test_every_lesson_is_listed():
@@ -40,6 +44,11 @@ def test_lesson_runs_and_draws(lesson, tmp_path):
 
         if not packaged_tiny_en_available():
             pytest.skip("Whisper tiny.en weights absent: run `make whisper-weights`")
+    if lesson in NEEDS_DATA:
+        from glassformer.utils.paths import data_file
+
+        if data_file(*NEEDS_DATA[lesson]) is None:
+            pytest.skip(f"{'/'.join(NEEDS_DATA[lesson])} is not in the shared data folder (GLASSFORMER_DATA or ../shared/data)")
     out = tmp_path / "figures"
     result = subprocess.run(
         [sys.executable, str(LESSONS / lesson), "--quick", "--out", str(out)],
