@@ -249,17 +249,24 @@ def entry_for(path: str | os.PathLike[str]) -> Entry:
     return Entry(name, kind, load, note=str(path))
 
 
-def finetuned_classifiers(root: Path) -> list[Path]:
-    """Folders ``glassformer finetune`` wrote under ``root`` (``root/*/model``) holding a classifier."""
+def _model_folders(root: Path, patterns: Iterable[str], wanted: Callable[[dict[str, Any]], bool]) -> list[Path]:
+    """The folders whose ``config.json`` matches one of the glob ``patterns`` under ``root`` and
+    whose contents ``wanted`` accepts; unreadable configs are passed over."""
     found = []
-    for config_file in sorted(root.glob("*/model/config.json")):
+    for config_file in sorted({p for pattern in patterns for p in root.glob(pattern)}):
         try:
             data = json.loads(config_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if data.get("family") == "bert" and data.get("head") == "sequence":
+        if wanted(data):
             found.append(config_file.parent)
     return found
+
+
+def finetuned_classifiers(root: Path) -> list[Path]:
+    """Folders ``glassformer finetune`` wrote under ``root`` (``root/*/model``) holding a classifier."""
+    return _model_folders(root, ["*/model/config.json"],
+                          lambda data: data.get("family") == "bert" and data.get("head") == "sequence")
 
 
 def trained_translators(root: Path) -> list[Path]:
@@ -273,15 +280,8 @@ def trained_translators(root: Path) -> list[Path]:
 
 def trained_diffusion(root: Path) -> list[Path]:
     """The ``best/`` folder of each diffusion run one or two levels under ``root``."""
-    found = []
-    for config_file in sorted({*root.glob("*/best/config.json"), *root.glob("*/*/best/config.json")}):
-        try:
-            data = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if data.get("family") == "diffusion":
-            found.append(config_file.parent)
-    return found
+    return _model_folders(root, ["*/best/config.json", "*/*/best/config.json"],
+                          lambda data: data.get("family") == "diffusion")
 
 
 def default_catalog(models: Iterable[str | os.PathLike[str]] = (), out_dir: str | os.PathLike[str] = "out") -> Catalog:

@@ -45,7 +45,7 @@ def _whole(value: object, what: str, low: int, high: int, fix: str = "") -> int:
     return int(value)
 
 
-def request_steps(ctx: LabContext, model: Any, sampler: str, steps: object, n: int, guided: bool) -> int:
+def request_steps(ctx: LabContext, model: Any, steps: object, n: int, guided: bool) -> int:
     """The sampler steps asked for, within the schedule and the lab's cap on network calls."""
     total = model.config.num_train_timesteps
     count = _whole(steps, "steps", 1, total, f" (the model was trained with {total} noise levels)")
@@ -75,7 +75,7 @@ def sample_images(ctx: LabContext, model_name: str, label: str = UNCONDITIONAL, 
         raise LabInputError("guidance steers towards a class: pick a class, or set guidance to 0")
     seed = _whole(seed, "the seed", 0, 2**63 - 1)
     model = ctx.catalog.get(model_name, "diffusion").model
-    n_steps = request_steps(ctx, model, sampler, steps, count, guided)
+    n_steps = request_steps(ctx, model, steps, count, guided)
     start = time.perf_counter()
     result = sample(model, count, steps=n_steps, sampler=sampler, guidance=float(guidance) if guided else None,
                     labels=label if conditional else None, seed=seed, return_trajectory=True)  # fmt: skip
