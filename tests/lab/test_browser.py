@@ -60,6 +60,17 @@ def _tab(page, title: str) -> None:
     page.get_by_role("tab", name=title).click()
 
 
+def _choose(page, dropdown: str, option: str) -> None:
+    """Pick ``option`` from a dropdown by clicking it in the open list, then wait until the box shows it:
+    typing and pressing Enter races the list's filtering, and a lost Enter leaves the old value."""
+    box = page.locator(f"{dropdown} input")
+    box.click()
+    box.fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_function("([sel, want]) => document.querySelector(sel)?.value === want",
+                           arg=[f"{dropdown} input", option])
+
+
 def _shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -128,8 +139,7 @@ def test_every_tab_works_in_a_browser(page, lab, make_tone, tmp_path):
     _shot(page, "rag")
 
     _tab(page, "Generate images")
-    page.locator("#gen-class input").fill("sandal")
-    page.locator("#gen-class input").press("Enter")
+    _choose(page, "#gen-class", "sandal")
     page.locator("#gen-steps input").fill("5")
     page.locator("#gen-run").click()
     page.locator("#gen-grid img").wait_for()
