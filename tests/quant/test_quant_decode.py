@@ -32,8 +32,9 @@ def _layers() -> list[QuantLinear]:
 
 
 @needs_kernels
-@pytest.mark.parametrize("rows", [1, 4, 8])
+@pytest.mark.parametrize("rows", [1, 4, 8, 13, qlinear.KERNEL_ROWS])
 def test_the_kernel_path_equals_the_dequantizing_path(rows):
+    """Decoding steps (1 to 8 rows, one call) and short prompts (8 rows per call) alike."""
     x = torch.randn(rows, 128)
     for layer in _layers():
         assert layer.decode_path == f"kernel ({isa()})"
@@ -48,8 +49,8 @@ def test_the_kernel_path_equals_the_dequantizing_path(rows):
 
 @needs_kernels
 def test_prompts_autograd_and_outliers_take_pytorch(monkeypatch):
-    """More than 8 rows, an input that needs gradients (QLoRA training) or LLM.int8()'s outliers:
-    the kernels are not called."""
+    """A prompt longer than KERNEL_ROWS, an input that needs gradients (QLoRA training) or
+    LLM.int8()'s outliers: the kernels are not called. Up to KERNEL_ROWS, 8 rows per call."""
     calls: list[int] = []
     real = qlinear.int4_plan
 
@@ -61,10 +62,11 @@ def test_prompts_autograd_and_outliers_take_pytorch(monkeypatch):
     layer = _layers()[1]
     with torch.no_grad():
         layer(torch.randn(2, 4, 128))  # 8 rows: kernel
-        layer(torch.randn(9, 128))  # a prompt: PyTorch
+        layer(torch.randn(1, 19, 128))  # a short prompt: kernel, 8 + 8 + 3
+        layer(torch.randn(qlinear.KERNEL_ROWS + 1, 128))  # a long prompt: PyTorch
     x = torch.randn(1, 128, requires_grad=True)
     layer(x).sum().backward()
-    assert calls == [8] and x.grad is not None
+    assert calls == [8, 8, 8, 3] and x.grad is not None
     outliers = Int8Linear.from_linear(nn.Linear(128, 8), threshold=6.0)
     assert outliers.decode_path.startswith("torch: LLM.int8() outlier decomposition")
     odd = NF4Linear.from_linear(nn.Linear(96, 8))
