@@ -66,7 +66,9 @@ def _rows(x: Tensor, in_features: int) -> Tensor:
         raise ValueError(f"input has shape {tuple(x.shape)}; the weight expects {in_features} features in the last dimension")
     if not x.is_cpu:
         raise TypeError(f"the quantized kernels take CPU input, got a tensor on {x.device}")
-    rows = x.reshape(-1, in_features).float()
+    rows = x.reshape(-1, in_features)
+    if rows.dtype != torch.float32:
+        rows = rows.float()
     if not 0 < rows.shape[0] <= MAX_ROWS:
         raise ValueError(f"the quantized kernels take 1 to {MAX_ROWS} rows, got {rows.shape[0]}; use the layer's "
                          "PyTorch path for more")  # fmt: skip

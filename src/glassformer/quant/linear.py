@@ -91,10 +91,12 @@ class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
         still beats dequantizing the whole matrix for ``F.linear`` up to ``KERNEL_ROWS`` rows."""
         n = x.numel() // self.in_features
         if n <= MAX_ROWS:
-            return plan(x).to(x.dtype)
-        flat = x.reshape(n, self.in_features)  # (N, in)
-        y = torch.cat([plan(flat[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])  # (N, out)
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+            y = plan(x)
+        else:
+            flat = x.reshape(n, self.in_features)  # (N, in)
+            y = torch.cat([plan(flat[i : i + MAX_ROWS]) for i in range(0, n, MAX_ROWS)])  # (N, out)
+            y = y.view(*x.shape[:-1], self.out_features)
+        return y if x.dtype == torch.float32 else y.to(x.dtype)  # a no-op .to() costs a dispatch
 
     def _plan(self) -> Plan | None:
         """The kernel call for this layer's buffers (None: PyTorch), remade when a buffer or the
