@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         args.data = str(root / "sst2")
     results = json.loads(args.result.read_text()) if args.result.is_file() else {}
+    for stage in results.get("stages_done", []):  # a rerun on another machine keeps where each stage ran
+        results.setdefault(f"{stage}_machine", results.get("machine"))
     results["machine"] = {**describe(), "torch_threads": args.threads}
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("result", "stages", "redo")}
 
@@ -413,7 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         args.result.parent.mkdir(parents=True, exist_ok=True)
         args.result.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    run_stages(results, args.stages, lambda stage: globals()[f"stage_{stage}"](args), save, args.redo)
+    def run(stage: str) -> dict:
+        return {**globals()[f"stage_{stage}"](args), f"{stage}_machine": results["machine"]}
+
+    run_stages(results, args.stages, run, save, args.redo)
     print(table(results))
     return 0
 
