@@ -146,7 +146,7 @@ def ddpm_fashion() -> DiffusionConfig:
     parameters, about 20 MMAC a call, ~1 ms an image on one AVX2 core pair at batch 256."""
     return DiffusionConfig(
         n_classes=10, class_names=FASHION_CLASSES, patch_size=2, channels=(16, 32, 64),
-        attention=(False, True, True), head_dim=16,
+        attention=(False, True, True), head_dim=16, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
     )  # fmt: skip
 
 
