@@ -20,6 +20,8 @@ Sections (``--sections``, comma-separated; default all, in this order):
 - ``steps``: DDIM 10/20/50/100 and DDPM-1000 at guidance 0 on ``--steps-samples`` images (the same
   x_T in every row): Frechet distance and seconds per 100 images (DDPM-1000 is 1,000 UNet calls an
   image: the count is what fits a CPU benchmark);
+- ``variants``: DDIM-50 at guidance 0 with "trailing" spacing and with eta 1, on the steps
+  table's images: what the sampler's two options do to the distance;
 - ``pictures``: the denoising strip, its GIF and a grid per class.
 
 Run (``--quick`` checks the plumbing in about a minute; its numbers mean nothing)::
@@ -124,7 +126,8 @@ def diffusers_sampler(model: DiffusionUNet) -> Any:
         for t in scheduler.timesteps:
             out = unet(F.pixel_unshuffle(torch.cat([x, x]), p), t, class_labels=both).sample
             cond, uncond = F.pixel_shuffle(out, p).chunk(2)
-            x = scheduler.step(cond + guidance * (cond - uncond), t, x).prev_sample  # diffusers' scale: 1 + w
+            guided = cond + guidance * (cond - uncond)  # diffusers' scale: 1 + w
+            x = scheduler.step(guided, t, x, use_clipped_model_output=True).prev_sample  # as sample()'s default
         return x
 
     return run
@@ -290,6 +293,25 @@ def section_steps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                       "ddim_50_time_fraction": round(ddim50["seconds_per_100"] / ddpm["seconds_per_100"], 4)}}
 
 
+VARIANTS = (("trailing", 0.0), ("leading", 1.0), ("trailing", 1.0))  # (spacing, eta) beside the steps table's DDIM-50
+
+
+def section_variants(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """DDIM-50 with the other spacing and with DDPM's noise (eta 1), on the steps table's images and x_T."""
+    model, judge = trained_model(work), load_judge(work)
+    test_x, _ = padded_test()
+    _, test_feats = judge_outputs(judge, test_x)
+    labels = balanced(args.steps_samples)
+    rows = []
+    for spacing, eta in VARIANTS:
+        images, seconds = generate(model, labels, steps=5 if args.quick else 50, sampler="ddim", guidance=0.0,
+                                   spacing=spacing, eta=eta)  # fmt: skip
+        rows.append({"spacing": spacing, "eta": eta, **score(judge, images, labels, test_feats),
+                     "seconds_per_100": round(100 * seconds / len(labels), 2)})  # fmt: skip
+        print(f"variants: {rows[-1]}")
+    return {"ddim_50_variants": {"samples": args.steps_samples, "guidance": 0.0, "rows": rows}}
+
+
 def section_pictures(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model, out = trained_model(work), figures(args, work)
     names = model.config.class_names
@@ -308,7 +330,7 @@ def figures(args: argparse.Namespace, work: Path) -> Path:
 
 
 SECTIONS = {"speed": section_speed, "train": section_train, "judge": section_judge, "quality": section_quality,
-            "steps": section_steps, "pictures": section_pictures}  # fmt: skip
+            "steps": section_steps, "variants": section_variants, "pictures": section_pictures}  # fmt: skip
 
 
 def main() -> None:

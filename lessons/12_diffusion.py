@@ -310,7 +310,10 @@ with torch.no_grad():
         prev_t = step_t - N // n_steps
         a_prev = abar[prev_t].item() if prev_t >= 0 else 1.0  # before step 0: the clean image
         guess = ((x - math.sqrt(1 - a_t) * out) / math.sqrt(a_t)).clamp(-1, 1)
-        x = math.sqrt(a_prev) * guess + math.sqrt(1 - a_prev) * out
+        # the noise that goes with the clipped guess, not the network's own: with the raw output the
+        # part of the guess past [-1, 1] would come back at the next step (sample()'s default)
+        eps_of_guess = (x - math.sqrt(a_t) * guess) / math.sqrt(1 - a_t)
+        x = math.sqrt(a_prev) * guess + math.sqrt(1 - a_prev) * eps_of_guess
 library = sample(model, 4, steps=n_steps, sampler="ddim", guidance=w, labels=ids, seed=seed)
 check(f"guided DDIM loop by hand ({n_steps} steps, w={w:g}) == sample(...)", x.clamp(-1, 1), library.images,
       atol=1e-5)  # fmt: skip

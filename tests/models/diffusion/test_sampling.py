@@ -44,7 +44,8 @@ def _their_loop(folder: Path, kind: str, steps: int, guidance: float, seed: int)
             cond = unet(x, t, class_labels=y).sample
             uncond = unet(x, t, class_labels=null).sample
             out = cond + guidance * (cond - uncond)
-            x = scheduler.step(out, t, x, generator=generator).prev_sample
+            extra = {"use_clipped_model_output": True} if kind == "ddim" else {}  # sample()'s default
+            x = scheduler.step(out, t, x, generator=generator, **extra).prev_sample
     return x.clamp(-1, 1)
 
 

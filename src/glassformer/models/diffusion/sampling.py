@@ -113,7 +113,7 @@ def _guided(model: DiffusionUNet, x: Tensor, t: int, ids: Tensor | None, guidanc
 @torch.no_grad()
 def sample(model: DiffusionUNet, n: int, *, steps: int | None = None, sampler: str = "ddim",
            guidance: float | None = None, labels: Labels = None, seed: int = 0, eta: float = 0.0,
-           spacing: str = "leading", use_clipped_model_output: bool = False,
+           spacing: str = "leading", use_clipped_model_output: bool = True,
            return_trajectory: bool = False) -> Samples:  # fmt: skip
     """``n`` images from ``model`` (``steps``: 50 for DDIM, the training schedule's all for DDPM).
 
@@ -121,6 +121,10 @@ def sample(model: DiffusionUNet, n: int, *, steps: int | None = None, sampler: s
     samples a conditional model unconditionally (its null class). ``guidance``: the weight ``w``
     above (needs labels). ``eta``: DDIM's noise. ``spacing``: "leading" or "trailing" timesteps.
     ``use_clipped_model_output``: DDIM's noise re-derived from the clipped x_0 (see ``DDIMSampler``).
+    On by default here, unlike diffusers' scheduler: with the noise the model gave beside a clipped
+    x_0, every clipped step feeds the over-range part of the guess back in, and guided samples
+    saturate (``bench/diffusion.py`` measured DDIM-50 at guidance 3 at 20% judge accuracy that way,
+    99.8% with the consistent pair). Pass False to reproduce diffusers' default step.
     ``return_trajectory``: keep every intermediate sample and x_0 guess (for strips and GIFs).
     """
     ids = class_ids(model, labels, n) if isinstance(n, int) and not isinstance(n, bool) else None
