@@ -255,11 +255,16 @@ def score(judge: CNNBaseline, images: torch.Tensor, labels: torch.Tensor, test_f
             "judge_accuracy": round(float((predicted == labels).float().mean()), 4)}
 
 
-def section_quality(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def scoring_setup(work: Path, count: int) -> tuple[DiffusionUNet, CNNBaseline, torch.Tensor, torch.Tensor]:
+    """The trained model, the judge, its features of the test set and ``count`` balanced labels."""
     model, judge = trained_model(work), load_judge(work)
     test_x, _ = padded_test()
     _, test_feats = judge_outputs(judge, test_x)
-    labels = balanced(args.samples)
+    return model, judge, test_feats, balanced(count)
+
+
+def section_quality(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    model, judge, test_feats, labels = scoring_setup(work, args.samples)
     rows = []
     for w in GUIDANCES:
         images, seconds = generate(model, labels, steps=50, sampler="ddim", guidance=w)
@@ -273,10 +278,7 @@ def section_quality(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def section_steps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    model, judge = trained_model(work), load_judge(work)
-    test_x, _ = padded_test()
-    _, test_feats = judge_outputs(judge, test_x)
-    labels = balanced(args.steps_samples)
+    model, judge, test_feats, labels = scoring_setup(work, args.steps_samples)
     rows = {}
     for sampler, nominal in STEP_ROWS:
         steps = max(2, nominal // 50) if args.quick else nominal
@@ -298,10 +300,7 @@ VARIANTS = (("trailing", 0.0), ("leading", 1.0), ("trailing", 1.0))  # (spacing,
 
 def section_variants(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """DDIM-50 with the other spacing and with DDPM's noise (eta 1), on the steps table's images and x_T."""
-    model, judge = trained_model(work), load_judge(work)
-    test_x, _ = padded_test()
-    _, test_feats = judge_outputs(judge, test_x)
-    labels = balanced(args.steps_samples)
+    model, judge, test_feats, labels = scoring_setup(work, args.steps_samples)
     rows = []
     for spacing, eta in VARIANTS:
         images, seconds = generate(model, labels, steps=5 if args.quick else 50, sampler="ddim", guidance=0.0,
