@@ -1,7 +1,8 @@
 """Compile the C kernels once per machine and load them with ctypes.
 
 PyTorch is the library's engine; the kernels here cover the one place where a few dozen lines of C
-beat it on a CPU: matrix-vector products while decoding (see ``linear.c``). They are compiled
+beat it on a CPU: matrix-vector products while decoding (see ``linear.c``, ``quant.c``) and a whole
+decoding step of a small quantized model (``decode.c``). They are compiled
 on first use with the machine's C compiler (``$CC``, else ``cc``/``gcc``) and cached under
 ``$GLASSFORMER_CACHE/kernels`` keyed by the source, the flags, the compiler and the CPU, so a later
 run loads them in milliseconds.
@@ -33,7 +34,7 @@ from glassformer.utils.paths import cache_root
 
 SOURCE = Path(__file__).with_name("linear.c")
 # compiled together into one library, so every kernel of a process runs on the same path
-SOURCES = (SOURCE, SOURCE.with_name("quant.c"))
+SOURCES = (SOURCE, SOURCE.with_name("quant.c"), SOURCE.with_name("decode.c"))
 # -ffp-contract=off (already gcc's default under -std=c11; clang's is on): no fused multiply-adds,
 # so every path and compiler rounds the same operations and gives the same float32 results
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=c11", "-ffp-contract=off", "-Wno-psabi"]
@@ -135,7 +136,7 @@ def compile_library(isa: str = "native", compiler: str | None = None) -> Path:
         out = Path(tmp) / target.name
         for attempt in ([*flags, OPENMP], flags):
             result = subprocess.run(
-                [compiler, *attempt, *map(str, SOURCES), "-o", str(out)], capture_output=True, text=True, check=False
+                [compiler, *attempt, *map(str, SOURCES), "-lm", "-o", str(out)], capture_output=True, text=True, check=False
             )
             if result.returncode == 0:
                 break
@@ -162,6 +163,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gf_q8_linear.restype = ctypes.c_int
     lib.gf_q4_linear.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, i64]
     lib.gf_q4_linear.restype = ctypes.c_int
+    lib.gf_decode_step.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64]
+    lib.gf_decode_step.restype = ctypes.c_int
     lib.gf_has_vnni.argtypes = []
     lib.gf_has_vnni.restype = ctypes.c_int
     lib.gf_isa.argtypes = []

@@ -11,6 +11,7 @@ Every argument is plain (``dim``, ``n_heads``...): families translate their conf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -147,6 +148,10 @@ class TransformerStack(nn.Module):
         eps = block_kwargs.get("norm_eps", 1e-5)
         self.final_norm = make_norm(norm, dim, eps, block_kwargs.get("bias", True)) if final_norm else None
         self.gradient_checkpointing = False
+        # A faster one-token decoding step (glassformer.quant.decode sets it for quantized stacks):
+        # called as decode_hook(x, rope, cache) for one new token at batch 1 without autograd; it
+        # returns the final hidden state, or None when it cannot run this call (the blocks then do).
+        self.decode_hook: Callable[[Tensor, tuple[Tensor, Tensor] | None, KVCache], Tensor | None] | None = None
 
     def forward(
         self,
@@ -163,6 +168,12 @@ class TransformerStack(nn.Module):
         context_cache: CrossAttentionCache | None = None,
         return_weights: bool = False,
     ) -> StackOutput:
+        if (
+            self.decode_hook is not None and cache is not None and x.shape[:2] == (1, 1) and mask is None
+            and bias is None and context is None and not return_weights and not torch.is_grad_enabled()
+            and (hidden := self.decode_hook(x, rope, cache)) is not None
+        ):  # fmt: skip
+            return StackOutput(hidden)
         attentions: list[Tensor] = []
         cross: list[Tensor] = []
         for i, layer in enumerate(self.layers):

@@ -278,7 +278,12 @@ def find_targets(model: nn.Module, config: LoraConfig) -> list[str]:
         chosen = [n for n in layers if name_matches(n, config.target)]
     if not chosen:
         wanted = config.target if isinstance(config.target, str) else config.target[0]
-        hint = did_you_mean(wanted, {n.rsplit(".", 1)[-1] for n in layers})
+        endings = {n.rsplit(".", 1)[-1] for n in layers}
+        if isinstance(config.target, str) and config.target in endings:  # a regex that is a layer's last name
+            hint = (f" (a string is a regular expression over the whole name, as in peft: write ({wanted!r},) "
+                    f"or '.*\\.{wanted}')")  # fmt: skip
+        else:
+            hint = did_you_mean(wanted, endings)
         raise LoraError(
             f"LoRA target {config.target!r} matches no linear layer of this {type(model).__name__}{hint}; "
             f"{_describe_choices(list(layers))}"

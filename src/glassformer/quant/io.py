@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from glassformer import registry
+from glassformer.quant.decode import enable_fused_decode
 from glassformer.quant.linear import Int8Linear, NF4Linear, QuantLinear
 from glassformer.quant.model import quantization_of, swap_linears
 from glassformer.utils.weights import (
@@ -95,6 +96,7 @@ def open_quantized(folder: FolderConfig, map_location: str = "cpu") -> nn.Module
     state = {k: v.to(expected[k].dtype) if k in expected and v.is_floating_point() else v for k, v in state.items()}
     load_into(model, state, source=str(folder.folder / WEIGHTS_NAME))
     model.quantization = {k: v for k, v in info.items() if k != "rest_dtype"}
+    enable_fused_decode(model)
     return model
 
 

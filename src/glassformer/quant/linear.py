@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from glassformer.kernels import isa
 from glassformer.kernels.build import load
+from glassformer.kernels.decode import INT4, INT8
 from glassformer.quant.int8 import Int8Rows, int8_matmul, quantize_rows
 from glassformer.quant.kernel import (
     BLOCK,
@@ -36,6 +37,9 @@ from glassformer.quant.kernel import (
     warn_fallback_once,
 )
 from glassformer.quant.nf4 import BLOCKSIZE, Packed4bit, QuantType, code_table, dequantize_4bit, quantize_4bit
+
+# what the C kernels read of a layer: (kind, weight, scale, rowsum, code, bias), see kernel_args
+KernelArgs = tuple[int, Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]
 
 # Rows the kernels take, 8 per call, before dequantizing for one matrix product wins: measured on
 # a 768 x 3072 layer, 16 calls still beat dequantize + F.linear (1.5x int8, 1.3x NF4) on 1 thread.
@@ -107,10 +111,17 @@ class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
             lib, why = kernel_status()
             if why is not None:
                 warn_fallback_once(why, stacklevel=5)
-            plan = self._make_plan() if lib is not None and self._layer_reason() is None else None
-            entry = (key, plan)
+            args = self._kernel_args() if lib is not None and self._layer_reason() is None else None
+            entry = (key, None if args is None else self._make_plan(args), args)
             self.__dict__["_kernel_plan"] = entry  # not a buffer: stays out of state_dict and .to()
         return entry[1]
+
+    def kernel_args(self) -> KernelArgs | None:
+        """The buffers the C kernels read, fresh (remade like the plan), or None when this layer
+        decodes with PyTorch: ``(kind, weight, scale, rowsum, code, bias)``, kind 0 int8 (per-row
+        scale, row sums of the codes), 1 4-bit (per-block scales, the 16-value code table)."""
+        self._plan()
+        return self.__dict__["_kernel_plan"][2]
 
     @property
     def decode_path(self) -> str:
@@ -130,7 +141,11 @@ class QuantLinear(nn.Module, metaclass=abc.ABCMeta):
         """The tensors the kernel reads: a change to any remakes the plan."""
 
     @abc.abstractmethod
-    def _make_plan(self) -> Plan:
+    def _kernel_args(self) -> KernelArgs:
+        """What :meth:`kernel_args` returns, computed from the buffers (row sums, dequantized scales)."""
+
+    @abc.abstractmethod
+    def _make_plan(self, args: KernelArgs) -> Plan:
         """The C kernel's ``x -> x @ weight.T + bias``, float32, for 1 to 8 rows of x."""
 
     def _torch_forward(self, x: Tensor) -> Tensor:
@@ -175,8 +190,12 @@ class Int8Linear(QuantLinear):
     def _kernel_sources(self) -> tuple[Tensor, ...]:
         return (self.qweight, self.scale) + (() if self.bias is None else (self.bias,))
 
-    def _make_plan(self) -> Plan:
-        return int8_plan(self.qweight, self.scale, int8_rowsum(self.qweight), self.bias)
+    def _kernel_args(self) -> KernelArgs:
+        return INT8, self.qweight, self.scale, int8_rowsum(self.qweight), None, self.bias
+
+    def _make_plan(self, args: KernelArgs) -> Plan:
+        _, qweight, scale, rowsum, _, bias = args
+        return int8_plan(qweight, scale, rowsum, bias)
 
     def _torch_forward(self, x: Tensor) -> Tensor:
         if self.threshold is None:
@@ -237,10 +256,13 @@ class NF4Linear(QuantLinear):
         sources = (self.packed, self.absmax_q, self.absmax_scale, self.absmax_offset)
         return sources + (() if self.bias is None else (self.bias,))
 
-    def _make_plan(self) -> Plan:
+    def _kernel_args(self) -> KernelArgs:
         scales = self.packed_weight().absmax().float().contiguous()  # (blocks,): double quantization undone once
-        code = code_table(self.quant_type)
-        return int4_plan(self.packed, scales, code, self.bias, self.out_features, self.in_features)
+        return INT4, self.packed, scales, None, code_table(self.quant_type), self.bias
+
+    def _make_plan(self, args: KernelArgs) -> Plan:
+        _, packed, scales, _, code, bias = args
+        return int4_plan(packed, scales, code, bias, self.out_features, self.in_features)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", quant_type={self.quant_type}, decode_path={self.decode_path!r}"

@@ -2,7 +2,8 @@
 
 ``quantize_model`` works on any family (it only looks for ``nn.Linear``); it records what it did
 in ``model.quantization`` (format, options and the layers swapped), which ``save_quantized``
-writes into ``config.json`` and ``load_quantized`` reads to rebuild the same structure.
+writes into ``config.json`` and ``load_quantized`` reads to rebuild the same structure. Both give
+the model's stacks the fused decoding step of :mod:`glassformer.quant.decode`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from glassformer.quant.decode import enable_fused_decode
 from glassformer.quant.linear import Int8Linear, NF4Linear, QuantLinear
 
 Format = Literal["int8", "nf4", "fp4"]
@@ -75,6 +77,7 @@ def quantize_model(model: nn.Module, to: Format = "int8", skip: Iterable[str] = 
                          f"leaves none of {linears[:12]}")  # fmt: skip
     swap_linears(model, names, make)
     model.quantization = {"format": to, "skip": list(skip), "threshold": threshold, "layers": names}
+    enable_fused_decode(model)
     return model
 
 
