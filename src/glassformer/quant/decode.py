@@ -18,7 +18,6 @@ run as usual, so the hook never changes what a model means, only how fast a step
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import torch
