@@ -15,7 +15,9 @@ Rows, all on the CPU, greedy:
   ``load_smollm2``): the same formats and speeds, and the quality: perplexity on a fixed text (the
   first ``--ppl-tokens`` tokens of Tiny Shakespeare's last 10%, the usual validation split, in
   windows of 512) and greedy-token agreement with float32 over 256 new tokens (the share of
-  positions that match, and the first that does not). llama.cpp (through ``llama-cpp-python``)
+  positions that match, and the first that does not). Its int8 and NF4 steps at batch 1 run as
+  one C call through all 30 blocks (``glassformer.quant.decode``; ``fused_decode`` in the JSON says
+  so per format). llama.cpp (through ``llama-cpp-python``)
   runs the same GGUF file (Q4_1) and the Q8_0 file llama.cpp re-quantizes from it, when the
   package is installed (``make llama-cpp`` builds llama.cpp from source into ``.venv``: a few
   minutes); otherwise its column says so.
@@ -57,7 +59,13 @@ from torch import nn  # noqa: E402
 
 from glassformer import kernels  # noqa: E402
 from glassformer.generate import GenerationConfig, generate  # noqa: E402
-from glassformer.quant import folder_bytes, memory_bytes, quantize_model, save_quantized  # noqa: E402
+from glassformer.quant import (  # noqa: E402
+    folder_bytes,
+    fused_decode_status,
+    memory_bytes,
+    quantize_model,
+    save_quantized,
+)
 from glassformer.utils.config import write_text_atomic  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.paths import data_file  # noqa: E402
@@ -127,6 +135,11 @@ def speed_rows(models: dict[str, nn.Module], hf: nn.Module, prompt: torch.Tensor
                   "token_agreement_with_fp32": agreement(r["tokens"], reference)}
            for name, r in rows.items()}  # fmt: skip
     return out if dynamic is not None else {**out, "torch_dynamic_int8": {"skipped": why}}
+
+
+def fused_paths(models: dict[str, nn.Module]) -> dict[str, str]:
+    """Per quantized entry: whether a batch-1 step is one C call (``quant/decode.py``), or why not."""
+    return {name: fused_decode_status(m) or "one C call per step" for name, m in models.items() if name != "ours_fp32"}
 
 
 def agreement(tokens: list[list[int]], reference: list[list[int]]) -> dict:
@@ -257,7 +270,7 @@ def smollm2_section(n_new: int, rounds: int, ppl_tokens: int, agree_tokens: int)
         return pair
     path, model, tokenizer, hf, prompt = (pair[k] for k in ("path", "model", "tokenizer", "hf", "prompt"))
     models = variants(model)
-    section: dict = {"sizes": sizes(models)}
+    section: dict = {"sizes": sizes(models), "fused_decode": fused_paths(models)}
     tmp = Path(tempfile.mkdtemp(prefix="bench-quant-"))
     llama, why = llamacpp_runners(path, prompt, n_new, tmp)
     section["llamacpp"] = {"skipped": why} if why else {"formats": "llamacpp_q4_1: the packaged GGUF; "
