@@ -163,7 +163,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gf_q8_linear.restype = ctypes.c_int
     lib.gf_q4_linear.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, i64]
     lib.gf_q4_linear.restype = ctypes.c_int
-    lib.gf_decode_step.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64]
+    lib.gf_decode_step.argtypes = [ptr, ptr, ptr, ptr, ptr, i64]
     lib.gf_decode_step.restype = ctypes.c_int
     lib.gf_has_vnni.argtypes = []
     lib.gf_has_vnni.restype = ctypes.c_int

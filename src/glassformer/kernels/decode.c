@@ -1,20 +1,23 @@
-/* One decoding step of a whole stack of Llama-style blocks, batch 1, in a single call.
+/* One decoding step of a whole stack of pre-norm transformer blocks, batch 1, in a single call.
  *
  * With int8 or 4-bit weights a small model's step reads little memory (SmolLM2-135M: about 100 MB
  * at 8 bits, a few milliseconds), and what is left is the cost of asking: about 35 PyTorch
  * operations per block, each a few microseconds of dispatch, and seven Python-level layer calls.
  * Here one C call runs every block: the weights' products go to quant.c's kernels (the same
- * functions the layers call, so the same numbers), and the small parts between them (RMSNorm,
- * rotary embedding, the KV-cache write, attention over the cache, SiLU gating, the residual adds)
- * are plain loops over a few hundred floats.
+ * functions the layers call, so the same numbers), and the small parts between them (the norms,
+ * rotary embedding, the KV-cache write, attention over the cache, the activation, the residual
+ * adds) are plain loops over a few hundred floats.
  *
  * Each block computes, for the one new position p (x is (C,)):
- *   h = rmsnorm(x) * attn_norm;  q, k, v = h Wq^T, h Wk^T, h Wv^T (rows of H or Hkv heads of hd)
- *   q, k rotated by the given cos/sin (rotate-half convention); k, v written at cache row p
+ *   h = norm(x);  q, k, v = h Wq^T + bq, h Wk^T + bk, h Wv^T + bv (H or Hkv heads of hd)
+ *   q, k rotated by the given cos/sin (rotate-half convention) if given; k, v written at cache row p
  *   per query head: softmax(q . K[0..p] * scale) . V[0..p], from its key/value head (GQA)
- *   x += (attention output) Wo^T;  h = rmsnorm(x) * ffn_norm;  x += (silu(h Wg^T) * h Wu^T) Wd^T
- * and after the last block x = rmsnorm(x) * final_norm (when given). Softmax subtracts the row
- * maximum and sums in float, as PyTorch's does; only the order of a few sums differs from it.
+ *   x += (attention output) Wo^T + bo;  h = norm(x)
+ *   x += (act(h Wg^T) * h Wu^T) Wd^T (gated: SwiGLU, GeGLU) or act(h Wu^T) Wd^T (GPT-2), with biases
+ * and after the last block x = norm(x) when there is a final norm. norm is RMSNorm or LayerNorm
+ * (weight, optional bias). Softmax subtracts the row maximum and sums in float, as PyTorch's does;
+ * only the order of a few sums differs from it. Built without fast-math and without contraction
+ * (build.py), every instruction-set path gives the same bits.
  */
 #include <math.h>
 #include <stdint.h>
@@ -37,19 +40,24 @@ typedef struct {
     const float* bias; /* or NULL */
 } GfQLinear;
 
-/* One block: its two norm weights, seven layers and its slice of the KV cache. */
+/* One block: its two norms (bias NULL for RMSNorm or none), seven layers (gate unused when the
+ * feed-forward is not gated) and its slice of the KV cache. */
 typedef struct {
-    const float* attn_norm;
-    const float* ffn_norm;
+    const float *attn_norm, *attn_norm_bias, *ffn_norm, *ffn_norm_bias;
     GfQLinear q, k, v, o, gate, up, down;
     float* k_cache; /* (Hkv, max_len, hd) */
     float* v_cache;
 } GfBlock;
 
-/* Sizes and constants shared by every block of the stack. */
+enum { NORM_RMS = 0, NORM_LAYER = 1 };
+enum { ACT_SILU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3 };
+
+/* Sizes and choices shared by every block of the stack, and the final norm (NULL: none). */
 typedef struct {
     int64_t n_layers, dim, n_heads, n_kv_heads, head_dim, ffn_dim, max_len;
+    int64_t norm, act, gated;
     float eps, scale;
+    const float *final_norm, *final_norm_bias;
 } GfStackShape;
 
 static int linear(const GfQLinear* L, const float* x, float* y) {
@@ -57,11 +65,25 @@ static int linear(const GfQLinear* L, const float* x, float* y) {
     return gf_q4_linear(x, L->in, L->weight, L->scale, L->code, L->bias, y, 1, L->in, L->out);
 }
 
-static void rmsnorm(const float* x, const float* w, float eps, int64_t n, float* out) {
-    float ss = 0.0f;
-    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+/* RMSNorm: w * x / sqrt(mean(x^2) + eps); LayerNorm: w * (x - mean) / sqrt(var + eps) + b. */
+static void norm(int64_t kind, const float* x, const float* w, const float* b, float eps, int64_t n, float* out) {
+    float mean = 0.0f, ss = 0.0f;
+    if (kind == NORM_LAYER) {
+        for (int64_t i = 0; i < n; i++) mean += x[i];
+        mean /= (float)n;
+    }
+    for (int64_t i = 0; i < n; i++) ss += (x[i] - mean) * (x[i] - mean);
     const float r = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+    for (int64_t i = 0; i < n; i++) out[i] = w[i] * ((x[i] - mean) * r) + (b ? b[i] : 0.0f);
+}
+
+static inline float activate(int64_t act, float v) {
+    switch (act) {
+        case ACT_SILU: return v / (1.0f + expf(-v));
+        case ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        case ACT_GELU_TANH: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+        default: return v > 0.0f ? v : 0.0f;
+    }
 }
 
 /* x * cos + rotate_half(x) * sin, rotate_half(x) = (-x[hd/2:], x[:hd/2]), for each of n heads. */
@@ -109,10 +131,12 @@ static int block_step(const GfBlock* b, const GfStackShape* s, float* x, const f
     float *h = work, *q = h + C, *k = q + qd, *v = k + kvd, *att = v + kvd, *y = att + qd;
     float *g = y + C, *u = g + s->ffn_dim, *scores = u + s->ffn_dim;
     int rc;
-    rmsnorm(x, b->attn_norm, s->eps, C, h);
+    norm(s->norm, x, b->attn_norm, b->attn_norm_bias, s->eps, C, h);
     if ((rc = linear(&b->q, h, q)) || (rc = linear(&b->k, h, k)) || (rc = linear(&b->v, h, v))) return rc;
-    rotate(q, s->n_heads, hd, cos, sin);
-    rotate(k, s->n_kv_heads, hd, cos, sin);
+    if (cos) {
+        rotate(q, s->n_heads, hd, cos, sin);
+        rotate(k, s->n_kv_heads, hd, cos, sin);
+    }
     for (int64_t j = 0; j < s->n_kv_heads; j++) { /* cache row pos of each key/value head */
         memcpy(b->k_cache + (j * s->max_len + pos) * hd, k + j * hd, (size_t)hd * sizeof(float));
         memcpy(b->v_cache + (j * s->max_len + pos) * hd, v + j * hd, (size_t)hd * sizeof(float));
@@ -120,20 +144,25 @@ static int block_step(const GfBlock* b, const GfStackShape* s, float* x, const f
     attend(q, b->k_cache, b->v_cache, s, pos + 1, scores, att);
     if ((rc = linear(&b->o, att, y))) return rc;
     for (int64_t i = 0; i < C; i++) x[i] += y[i];
-    rmsnorm(x, b->ffn_norm, s->eps, C, h);
-    if ((rc = linear(&b->gate, h, g)) || (rc = linear(&b->up, h, u))) return rc;
-    for (int64_t i = 0; i < s->ffn_dim; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    norm(s->norm, x, b->ffn_norm, b->ffn_norm_bias, s->eps, C, h);
+    if ((rc = linear(&b->up, h, u))) return rc;
+    if (s->gated) {
+        if ((rc = linear(&b->gate, h, g))) return rc;
+        for (int64_t i = 0; i < s->ffn_dim; i++) g[i] = activate(s->act, g[i]) * u[i];
+    } else {
+        for (int64_t i = 0; i < s->ffn_dim; i++) g[i] = activate(s->act, u[i]);
+    }
     if ((rc = linear(&b->down, g, y))) return rc;
     for (int64_t i = 0; i < C; i++) x[i] += y[i];
     return 0;
 }
 
-/* x: (dim,) the new token's embedding, replaced by the stack's output (after final_norm unless
- * it is NULL); cos, sin: (head_dim,) at the new position; pos: cache rows already filled (the new
- * keys go to row pos, pos < max_len). Returns 0, -1 for bad sizes, -2 when memory runs out, or
- * the first kernel's error. */
-int gf_decode_step(const GfBlock* blocks, const GfStackShape* s, const float* final_norm, float* x, const float* cos,
-                   const float* sin, int64_t pos) {
+/* x: (dim,) the new token's embedding, replaced by the stack's output (after the final norm when
+ * there is one); cos, sin: (head_dim,) at the new position, or NULL for no rotary embedding; pos:
+ * cache rows already filled (the new keys go to row pos, pos < max_len). Returns 0, -1 for bad
+ * sizes, -2 when memory runs out, or the first kernel's error. */
+int gf_decode_step(const GfBlock* blocks, const GfStackShape* s, float* x, const float* cos, const float* sin,
+                   int64_t pos) {
     if (pos < 0 || pos >= s->max_len || s->n_kv_heads < 1 || s->n_heads % s->n_kv_heads || s->head_dim % 2) return -1;
     const int64_t floats = 3 * s->dim + 2 * s->n_heads * s->head_dim + 2 * s->n_kv_heads * s->head_dim +
                            2 * s->ffn_dim + s->max_len;
@@ -141,8 +170,8 @@ int gf_decode_step(const GfBlock* blocks, const GfStackShape* s, const float* fi
     if (!work) return -2;
     int rc = 0;
     for (int64_t l = 0; l < s->n_layers && !rc; l++) rc = block_step(blocks + l, s, x, cos, sin, pos, work);
-    if (!rc && final_norm) {
-        rmsnorm(x, final_norm, s->eps, s->dim, work);
+    if (!rc && s->final_norm) {
+        norm(s->norm, x, s->final_norm, s->final_norm_bias, s->eps, s->dim, work);
         memcpy(x, work, (size_t)s->dim * sizeof(float));
     }
     free(work);

@@ -1,7 +1,7 @@
 """The C side of a fused decoding step (``decode.c``): its structures, and the call.
 
-``decode.c`` runs one new token at batch 1 through every block of a Llama-style stack whose
-linear layers are quantized, in one call; :mod:`glassformer.quant.decode` fills these structures
+``decode.c`` runs one new token at batch 1 through every block of a pre-norm stack whose linear
+layers are quantized, in one call; :mod:`glassformer.quant.decode` fills these structures
 from a model's layers. This module knows only the memory layout: pointers and sizes.
 """
 
@@ -25,31 +25,37 @@ class QLinearArgs(ctypes.Structure):
 
 
 class BlockArgs(ctypes.Structure):
-    """``GfBlock``: one block's norm weights, its seven layers and its slice of the KV cache."""
+    """``GfBlock``: one block's norms, its seven layers (``gate`` unused when not gated) and its
+    slice of the KV cache."""
 
-    _fields_ = [("attn_norm", ctypes.c_void_p), ("ffn_norm", ctypes.c_void_p),
+    _fields_ = [*((name, ctypes.c_void_p) for name in ("attn_norm", "attn_norm_bias", "ffn_norm", "ffn_norm_bias")),
                 *((name, QLinearArgs) for name in ("q", "k", "v", "o", "gate", "up", "down")),
                 ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p)]  # fmt: skip
 
 
+NORMS = {"rmsnorm": 0, "layernorm": 1}  # GfStackShape.norm
+ACTIVATIONS = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # GfStackShape.act
+
+
 class StackShape(ctypes.Structure):
-    """``GfStackShape``: the sizes every block shares, the norms' epsilon and the attention scale."""
+    """``GfStackShape``: the sizes and choices every block shares, and the final norm (None: none)."""
 
     _fields_ = [*((name, ctypes.c_int64) for name in ("n_layers", "dim", "n_heads", "n_kv_heads", "head_dim",
-                                                      "ffn_dim", "max_len")),
-                ("eps", ctypes.c_float), ("scale", ctypes.c_float)]  # fmt: skip
+                                                      "ffn_dim", "max_len", "norm", "act", "gated")),
+                ("eps", ctypes.c_float), ("scale", ctypes.c_float),
+                ("final_norm", ctypes.c_void_p), ("final_norm_bias", ctypes.c_void_p)]  # fmt: skip
 
 
-def decode_step(blocks: ctypes.Array, shape: StackShape, final_norm: Tensor | None, x: Tensor, cos: Tensor,
-                sin: Tensor, pos: int) -> None:  # fmt: skip
+def decode_step(blocks: ctypes.Array, shape: StackShape, x: Tensor, rope: tuple[Tensor, Tensor] | None, pos: int,
+                lib: ctypes.CDLL | None = None) -> None:  # fmt: skip
     """Run every block on ``x`` (``(dim,)`` float32, contiguous, overwritten with the output) at
-    cache row ``pos``; ``cos``/``sin``: ``(head_dim,)`` float32 at that position."""
-    lib = load()
+    cache row ``pos``; ``rope``: ``(head_dim,)`` float32 cos and sin at that position, or None.
+    ``lib``: the library of one instruction-set path (``build.load(isa)``; default: the one in use)."""
+    lib = load() if lib is None else lib
     if lib is None:
         raise RuntimeError("the glassformer C kernels are not available; decode with the blocks' own forward")
-    norm = None if final_norm is None else final_norm.data_ptr()
-    code = lib.gf_decode_step(ctypes.byref(blocks), ctypes.byref(shape), norm, x.data_ptr(), cos.data_ptr(),
-                              sin.data_ptr(), pos)  # fmt: skip
+    cos, sin = (None, None) if rope is None else (t.data_ptr() for t in rope)
+    code = lib.gf_decode_step(ctypes.byref(blocks), ctypes.byref(shape), x.data_ptr(), cos, sin, pos)
     if code == -2:
         raise MemoryError("decode_step: no memory left for the step's scratch buffers")
     if code != 0:
