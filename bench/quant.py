@@ -28,7 +28,8 @@ The results file (``bench/results/quant.json``) has the issue's keys at the top:
 ``int8_speedup_vs_transformers_fp32`` and ``int4_speedup_vs_transformers_fp32`` (GPT-2-124M,
 batch 1, ours over transformers float32), ``int8_perplexity_ratio`` and ``int4_perplexity_ratio``
 (SmolLM2, quantized over float32), ``llamacpp_over_ours_int8`` (llama.cpp's Q8_0 tok/s over ours int8
-on SmolLM2 at batch 1, None when llama.cpp is missing), ``llamacpp_over_ours_int4`` (its Q4_1 over
+on SmolLM2 at batch 1, both timed over their decoding steps alone (``batch1_steps``: llama.cpp's
+prompt cannot be timed fairly), None when llama.cpp is missing), ``llamacpp_over_ours_int4`` (its Q4_1 over
 our NF4) and ``cpu``; then every row in detail with
 ``glassformer.utils.machine.describe()`` before and after. Perplexity runs the dequantizing
 PyTorch path (whole windows, not decoding steps); the int8 kernel differs from it by ~1e-5 relative.
@@ -58,7 +59,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from glassformer import kernels  # noqa: E402
-from glassformer.generate import GenerationConfig, generate  # noqa: E402
+from glassformer.generate import GenerationConfig, generate, stream  # noqa: E402
 from glassformer.quant import (  # noqa: E402
     folder_bytes,
     fused_decode_status,
@@ -116,8 +117,18 @@ def run_ours(model: nn.Module, ids: torch.Tensor, n: int) -> tuple[float, list]:
     return time.perf_counter() - start, out.tokens
 
 
-def speed_rows(models: dict[str, nn.Module], hf: nn.Module, prompt: torch.Tensor, n_new: int, rounds: int,
-               extra: dict | None = None) -> dict:  # fmt: skip
+def run_ours_steps(model: nn.Module, ids: torch.Tensor, n: int) -> tuple[float, list]:
+    """Seconds for ``n`` decoding steps alone, timed as llama.cpp's runner times its own: from the
+    first new token (the prompt pass's) to the last of ``n + 1``; the first ``n`` tokens."""
+    pieces = stream(model, ids, config=GenerationConfig(max_new_tokens=n + 1))
+    tokens = [next(pieces).token]
+    start = time.perf_counter()
+    tokens += [piece.token for piece in pieces if piece.token is not None]
+    return time.perf_counter() - start, [tokens[:n]]
+
+
+def speed_rows(models: dict[str, nn.Module], hf: nn.Module, prompt: torch.Tensor, n_new: int,
+               rounds: int) -> dict:  # fmt: skip
     """tok/s of every entry at this batch size (``prompt`` rows), alternating, and the agreement
     of each entry's tokens with ours in float32."""
     runs = {name: (lambda m=m: run_ours(m, prompt, n_new)) for name, m in models.items()}
@@ -125,21 +136,38 @@ def speed_rows(models: dict[str, nn.Module], hf: nn.Module, prompt: torch.Tensor
     dynamic, why = dynamic_int8(hf)
     if dynamic is not None:
         runs["torch_dynamic_int8"] = lambda: GG.run_hf(dynamic, prompt, n_new)
-    runs.update(extra or {})
     for m in models.values():  # warm-up: first-call packing and allocations
         run_ours(m, prompt, 2)
     GG.run_hf(hf, prompt, 2)
-    rows = GG.alternate(runs, rounds)
-    reference = rows["ours_fp32"]["tokens"]
-    out = {name: {"tok_s": prompt.shape[0] * n_new / r["seconds"], "all_seconds": r["all_seconds"],
-                  "token_agreement_with_fp32": agreement(r["tokens"], reference)}
-           for name, r in rows.items()}  # fmt: skip
+    out = _rows(GG.alternate(runs, rounds), prompt.shape[0] * n_new)
     return out if dynamic is not None else {**out, "torch_dynamic_int8": {"skipped": why}}
+
+
+def step_rows(
+    models: dict[str, nn.Module], llama: dict, prompt: torch.Tensor, n_new: int, rounds: int
+) -> dict:
+    """Batch 1, decoding steps alone, ours beside llama.cpp (whose prompt pass cannot be timed
+    fairly: see ``llamacpp_runner``), alternating; tok/s = steps / their seconds."""
+    runs = {name: (lambda m=m: run_ours_steps(m, prompt, n_new)) for name, m in models.items()}
+    for m in models.values():
+        run_ours_steps(m, prompt, 2)
+    return _rows(GG.alternate({**runs, **llama}, rounds), n_new)
+
+
+def _rows(rows: dict, tokens: int) -> dict:
+    reference = rows["ours_fp32"]["tokens"]
+    return {name: {"tok_s": tokens / r["seconds"], "all_seconds": r["all_seconds"],
+                   "token_agreement_with_fp32": agreement(r["tokens"], reference)}
+            for name, r in rows.items()}  # fmt: skip
 
 
 def fused_paths(models: dict[str, nn.Module]) -> dict[str, str]:
     """Per quantized entry: whether a batch-1 step is one C call (``quant/decode.py``), or why not."""
-    return {name: fused_decode_status(m) or "one C call per step" for name, m in models.items() if name != "ours_fp32"}
+    return {
+        name: fused_decode_status(m) or "one C call per step"
+        for name, m in models.items()
+        if name != "ours_fp32"
+    }
 
 
 def agreement(tokens: list[list[int]], reference: list[list[int]]) -> dict:
@@ -236,7 +264,7 @@ def llamacpp_runner(path: Path, prompt: list[int], n_new: int):
 
     ``n_batch=1``: llama.cpp 0.3.36 crashes (a segfault in ``llama_decode``) on any batch of more
     than one token on the Intel test machine, so the prompt is read a token at a time, untimed. Ours
-    is timed with its (batched) prompt pass included: the comparison favours llama.cpp slightly."""
+    is timed the same way, its steps alone (``run_ours_steps``), in ``step_rows``."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(path), n_ctx=len(prompt) + n_new + 8, n_threads=torch.get_num_threads(),
@@ -277,8 +305,10 @@ def smollm2_section(n_new: int, rounds: int, ppl_tokens: int, agree_tokens: int)
                                                         "llamacpp_q8_0: re-quantized by llama.cpp"}  # fmt: skip
     for batch in (1, 8):
         ids = torch.tensor([prompt] * batch)
-        section[f"batch{batch}"] = speed_rows(models, hf, ids, n_new, rounds, llama if batch == 1 else None)
+        section[f"batch{batch}"] = speed_rows(models, hf, ids, n_new, rounds)
         print(f"SmolLM2 batch {batch}: " + _speeds(section[f"batch{batch}"]))
+    section["batch1_steps"] = step_rows(models, llama, torch.tensor([prompt]), n_new, rounds)
+    print("SmolLM2 batch 1, decoding steps alone: " + _speeds(section["batch1_steps"]))
     shakespeare = data_file("tinyshakespeare", "input.txt")
     if shakespeare is None:
         section["perplexity"] = None
@@ -307,7 +337,7 @@ def headline(gpt2: dict, smol: dict) -> dict:
     ppl = smol.get("perplexity")
     for bits, fmt in (("int8", "int8"), ("int4", "nf4")):
         out[f"{bits}_perplexity_ratio"] = ppl[f"ours_{fmt}"] / ppl["ours_fp32"] if ppl else None
-    b1 = smol.get("batch1", {})
+    b1 = smol.get("batch1_steps", {})
     for bits, ours, theirs in (("int8", "ours_int8", "llamacpp_q8_0"), ("int4", "ours_nf4", "llamacpp_q4_1")):
         out[f"llamacpp_over_ours_{bits}"] = b1[theirs]["tok_s"] / b1[ours]["tok_s"] if theirs in b1 else None
     return out
