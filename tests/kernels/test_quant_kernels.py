@@ -12,9 +12,11 @@ from glassformer.quant.nf4 import code_table, dequantize_4bit, quantize_4bit
 from tests.kernels.conftest import UNIT_ROUNDOFF, assert_within_float32_bound, gamma, reference, runnable
 
 needs_kernels = pytest.mark.skipif(not available(), reason=f"C kernels unavailable: {unavailable_reason()}")
-# (out, in): partial vectors and odd tails (17, 100), more than one int32 chunk of 2048 inputs (4100)
-INT8_SHAPES = [(50, 17), (7, 100), (40, 768), (9, 4100)]
-INT4_SHAPES = [(5, 128), (40, 576), (3, 2112)]  # in_features: multiples of the 64-block
+# (out, in): partial vectors and odd tails (17, 100), more than one int32 chunk of 2048 inputs (4100,
+# 4096); at batch 1 the kernels take weight rows four at a time where in % 64 == 0 (768, 4096), and
+# the rows past the last full group (50 = 12 * 4 + 2, 9, 7) one at a time
+INT8_SHAPES = [(50, 17), (7, 100), (40, 768), (9, 4100), (9, 4096)]
+INT4_SHAPES = [(5, 128), (40, 576), (3, 2112), (10, 2112)]  # in_features: multiples of the 64-block
 ROWS = [1, 3, 8]
 
 
@@ -70,13 +72,13 @@ def test_every_path_gives_the_plain_c_bits(kernel_isa, monkeypatch):
     """Exact integer sums (int8) and a fixed float32 order without fused multiply-adds (4-bit):
     AVX2, AVX-512 and VNNI give bit for bit what the plain C build gives."""
     runnable("generic")
-    q, x, b = int8_case(70, 4100, 8, seed=1)
+    cases = [int8_case(70, i, 8, seed=1) for i in (4100, 4096)]  # a tail; rows in groups of four
     packed = quantize_4bit(torch.randn(70, 640))
     x4 = torch.randn(7, 640)
     scales = packed.absmax().float().contiguous()
 
     def outputs() -> list[torch.Tensor]:
-        return [int8_linear(x[:m], q.q, q.scale, int8_rowsum(q.q), b) for m in (1, 3, 8)] + [
+        return [int8_linear(x[:m], q.q, q.scale, int8_rowsum(q.q), b) for q, x, b in cases for m in (1, 3, 8)] + [
             int4_linear(x4[:m], packed.packed, scales, code_table("nf4"), None, 70) for m in (1, 2, 7)
         ]
 
@@ -90,16 +92,17 @@ def test_every_path_gives_the_plain_c_bits(kernel_isa, monkeypatch):
 
 @needs_kernels
 @pytest.mark.parametrize("code", [127, -128])
-def test_int8_sums_do_not_overflow(kernel_isa, code):
+@pytest.mark.parametrize("in_features,rows", [(8200, 2), (8192, 1)])  # (8192, 1): rows four at a time
+def test_int8_sums_do_not_overflow(kernel_isa, code, in_features, rows):
     """All weights at the int8 limit and x at its absmax: 8200 * 127 * 32767 is 16x past int32, and
     twice what one AVX2 lane (1 in 8 of the products) holds."""
-    qweight = torch.full((3, 8200), code, dtype=torch.int8)
-    scale = torch.tensor([1.0, 0.5, 2.0])
-    x = torch.ones(2, 8200)
+    qweight = torch.full((4, in_features), code, dtype=torch.int8)
+    scale = torch.tensor([1.0, 0.5, 2.0, 0.25])
+    x = torch.ones(rows, in_features)
     got = int8_linear(x, qweight, scale, int8_rowsum(qweight), None)
-    exact = torch.tensor(float(code * 32767 * 8200), dtype=torch.float32)  # (float)S, as the epilogue
+    exact = torch.tensor(float(code * 32767 * in_features), dtype=torch.float32)  # (float)S, as the epilogue
     want = exact * ((torch.tensor(1.0) / 32767) * scale)
-    assert torch.equal(got, want.expand(2, 3))
+    assert torch.equal(got, want.expand(rows, 4))
 
 
 @needs_kernels

@@ -99,6 +99,21 @@ static void rotate(float* x, int64_t n, int64_t hd, const float* cos, const floa
     }
 }
 
+/* a . b over n floats in 16 running sums (lane i % 16), added in a fixed tree. One running sum
+ * would be a chain of dependent adds (the build allows no reordering), and attention's scores are
+ * a few thousand such dot products per step; sixteen independent lanes become vector code, and
+ * their fixed order gives the same bits on every instruction set. */
+static float dot(const float* a, const float* b, int64_t n) {
+    float lane[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) lane[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) lane[l] += a[i] * b[i];
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) lane[l] += lane[l + w];
+    return lane[0];
+}
+
 /* Each query head over keys 0..n-1 of its key/value head; out: (H, hd); scores: n floats. */
 static void attend(const float* q, const float* kc, const float* vc, const GfStackShape* s, int64_t n, float* scores,
                    float* out) {
@@ -109,9 +124,7 @@ static void attend(const float* q, const float* kc, const float* vc, const GfSta
         const float* V = vc + (h / group) * s->max_len * hd;
         float best = -INFINITY;
         for (int64_t t = 0; t < n; t++) {
-            float d = 0.0f;
-            for (int64_t i = 0; i < hd; i++) d += qh[i] * K[t * hd + i];
-            scores[t] = d * s->scale;
+            scores[t] = dot(qh, K + t * hd, hd) * s->scale;
             best = scores[t] > best ? scores[t] : best;
         }
         float total = 0.0f;

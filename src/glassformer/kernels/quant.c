@@ -171,6 +171,44 @@ static void q8_rows(const int8_t* q, const int16_t* xq, const uint8_t* xhi, cons
     }
 }
 
+/* Batch 1: Q8_GROUP weight rows at a time against the one x row. A single row's sum is a chain of
+ * dependent multiply-adds (each waits for the last, about 5 cycles), and its horizontal sum and
+ * epilogue come every few hundred bytes: with one row per pass a core reads its weights at a third
+ * of the memory's speed. Four rows keep eight independent chains in flight and share the loads of
+ * x. Integer sums do not depend on their order, so the results are the same bits as q8_row's. */
+#if Q8_VNNI
+#define Q8_GROUP 4
+ALWAYS_INLINE void q8_group1(const int8_t* q, const int16_t* xq, const uint8_t* xhi, const uint8_t* xlo,
+                             int64_t I, int64_t* S) {
+    if (I % 64 != 0) { /* rows that end off a 64-byte step: one at a time */
+        for (int r = 0; r < Q8_GROUP; r++) q8_row(q + r * I, xq, xhi, xlo, I, 1, S + r);
+        return;
+    }
+    for (int r = 0; r < Q8_GROUP; r++) S[r] = 0;
+    for (int64_t c0 = 0; c0 < I; c0 += Q8_CHUNK) {
+        const int64_t c1 = I - c0 < Q8_CHUNK ? I : c0 + Q8_CHUNK;
+        __m512i hi[Q8_GROUP], lo[Q8_GROUP];
+        for (int r = 0; r < Q8_GROUP; r++) hi[r] = lo[r] = _mm512_setzero_si512();
+        for (int64_t i = c0; i < c1; i += 64) {
+            const __m512i h = _mm512_loadu_si512((const void*)(xhi + i)), l = _mm512_loadu_si512((const void*)(xlo + i));
+            for (int r = 0; r < Q8_GROUP; r++) {
+                const __m512i w = _mm512_loadu_si512((const void*)(q + r * I + i));
+                hi[r] = _mm512_dpbusd_epi32(hi[r], h, w);
+                lo[r] = _mm512_dpbusd_epi32(lo[r], l, w);
+            }
+        }
+        for (int r = 0; r < Q8_GROUP; r++) /* 16 lanes of at most 2^22 each: int32 holds their sum */
+            S[r] += 256 * (int64_t)_mm512_reduce_add_epi32(hi[r]) + _mm512_reduce_add_epi32(lo[r]);
+    }
+}
+#else
+#define Q8_GROUP 1 /* the other paths' rows are not latency-bound the same way: unchanged */
+ALWAYS_INLINE void q8_group1(const int8_t* q, const int16_t* xq, const uint8_t* xhi, const uint8_t* xlo,
+                             int64_t I, int64_t* S) {
+    q8_row(q, xq, xhi, xlo, I, 1, S);
+}
+#endif
+
 /* x: (M, I) rows ldx apart, M <= 8; q: (O, I) int8; scale: (O,); rowsum: (O,) sum of each q row
  * (read by the VNNI path only); bias: (O,) or NULL; y: (M, O). Returns 0, -1 when M is out of
  * range, -2 when scratch memory cannot be had. */
@@ -189,14 +227,22 @@ int gf_q8_linear(const float* x, int64_t ldx, const int8_t* q, const float* scal
         xhi[k] = (uint8_t)(u >> 8);
         xlo[k] = (uint8_t)(u & 255);
     }
+    const int64_t group = M == 1 ? Q8_GROUP : 1, groups = (O + group - 1) / group;
 #pragma omp parallel for schedule(static) if (O * I >= PAR_MIN)
-    for (int64_t o = 0; o < O; o++) {
-        int64_t S[QMAX_ROWS];
-        q8_rows(q + o * I, xq, xhi, xlo, I, M, S);
-        for (int64_t m = 0; m < M; m++) {
-            const int64_t s = Q8_VNNI ? S[m] - 32768 * (int64_t)rowsum[o] : S[m];
-            const float v = (float)s * (xs[m] * scale[o]);
-            y[m * O + o] = bad[m] ? __builtin_nanf("") : (bias ? v + bias[o] : v);
+    for (int64_t g = 0; g < groups; g++) {
+        const int64_t o0 = g * group, n = O - o0 < group ? O - o0 : group;
+        int64_t S[QMAX_ROWS * Q8_GROUP];
+        if (n == Q8_GROUP && group > 1)
+            q8_group1(q + o0 * I, xq, xhi, xlo, I, S);
+        else
+            for (int64_t r = 0; r < n; r++) q8_rows(q + (o0 + r) * I, xq, xhi, xlo, I, M, S + r * M);
+        for (int64_t r = 0; r < n; r++) {
+            const int64_t o = o0 + r;
+            for (int64_t m = 0; m < M; m++) {
+                const int64_t s = Q8_VNNI ? S[r * M + m] - 32768 * (int64_t)rowsum[o] : S[r * M + m];
+                const float v = (float)s * (xs[m] * scale[o]);
+                y[m * O + o] = bad[m] ? __builtin_nanf("") : (bias ? v + bias[o] : v);
+            }
         }
     }
     free(xq);
@@ -262,6 +308,35 @@ ALWAYS_INLINE void q4_row(const uint8_t* p, const float* bs, const float* code, 
     for (int m = 0; m < MB; m++) out[m] = hsum16(a[m] + b[m]);
 }
 
+/* Batch 1: Q4_GROUP weight rows at a time against the one x row, for the reason q8_group1 gives
+ * (one row's two sums are chains of dependent float adds). Each row's sums take the same terms
+ * in the same order as q4_row's, so the results are the same bits. */
+#if defined(__AVX512F__)
+#define Q4_GROUP 4
+#else
+#define Q4_GROUP 1
+#endif
+ALWAYS_INLINE void q4_group1(const uint8_t* p, const float* bs, const float* code, const float* xd, int64_t I,
+                             float* out) {
+    v16 a[Q4_GROUP], b[Q4_GROUP];
+    for (int r = 0; r < Q4_GROUP; r++) a[r] = b[r] = (v16){0};
+    const v16 code16 = ld16(code);
+    const int64_t nb = I / Q4_BLOCK;
+    for (int64_t blk = 0; blk < nb; blk++) {
+        for (int h = 0; h < 2; h++) {
+            const int64_t i = blk * Q4_BLOCK + h * 32;
+            const v16 xa = ld16(xd + i), xb = ld16(xd + i + 16);
+            for (int r = 0; r < Q4_GROUP; r++) {
+                v16 wa, wb;
+                q4_decode32(p + r * (I / 2) + blk * 32 + h * 16, code16 * bs[r * nb + blk], &wa, &wb);
+                a[r] += wa * xa;
+                b[r] += wb * xb;
+            }
+        }
+    }
+    for (int r = 0; r < Q4_GROUP; r++) out[r] = hsum16(a[r] + b[r]);
+}
+
 /* Rows of x per pass over a weight row: as many as the vector registers hold accumulators for
  * (each row's sums do not depend on the grouping, so the results do not either). */
 #if defined(__AVX512F__)
@@ -296,11 +371,18 @@ int gf_q4_linear(const float* x, int64_t ldx, const uint8_t* packed, const float
     if (!xd) return -2;
     for (int64_t m = 0; m < M; m++) /* per 32 inputs: the even ones, then the odd ones */
         for (int64_t i = 0; i < I; i++) xd[m * I + (i & ~(int64_t)31) + (i & 1) * 16 + ((i & 31) >> 1)] = x[m * ldx + i];
+    const int64_t group = M == 1 ? Q4_GROUP : 1, groups = (O + group - 1) / group;
 #pragma omp parallel for schedule(static) if (O * I >= PAR_MIN)
-    for (int64_t o = 0; o < O; o++) {
-        float out[QMAX_ROWS];
-        q4_rows(packed + o * (I / 2), block_scale + o * (I / Q4_BLOCK), code, xd, I, M, out);
-        for (int64_t m = 0; m < M; m++) y[m * O + o] = bias ? out[m] + bias[o] : out[m];
+    for (int64_t g = 0; g < groups; g++) {
+        const int64_t o0 = g * group, n = O - o0 < group ? O - o0 : group;
+        float out[QMAX_ROWS * Q4_GROUP];
+        if (n == Q4_GROUP && group > 1)
+            q4_group1(packed + o0 * (I / 2), block_scale + o0 * (I / Q4_BLOCK), code, xd, I, out);
+        else
+            for (int64_t r = 0; r < n; r++)
+                q4_rows(packed + (o0 + r) * (I / 2), block_scale + (o0 + r) * (I / Q4_BLOCK), code, xd, I, M, out + r * M);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t m = 0; m < M; m++) y[m * O + o0 + r] = bias ? out[r * M + m] + bias[o0 + r] : out[r * M + m];
     }
     free(xd);
     return 0;
