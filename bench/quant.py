@@ -33,6 +33,7 @@ prompt cannot be timed fairly), None when llama.cpp is missing), ``llamacpp_over
 our NF4) and ``cpu``; then every row in detail with
 ``glassformer.utils.machine.describe()`` before and after. Perplexity runs the dequantizing
 PyTorch path (whole windows, not decoding steps); the int8 kernel differs from it by ~1e-5 relative.
+The PNG beside the JSON draws every timed section and the perplexities (``--plot FILE`` redraws it).
 
 Run: ``.venv/bin/python bench/quant.py`` (many minutes on 2 cores); ``--quick`` is a smoke run on a
 2-layer, 256-wide GPT-2 with 4 new tokens and no SmolLM2 (``--smollm2`` adds it, with 256 tokens
@@ -70,6 +71,7 @@ from glassformer.quant import (  # noqa: E402
 from glassformer.utils.config import write_text_atomic  # noqa: E402
 from glassformer.utils.machine import describe  # noqa: E402
 from glassformer.utils.paths import data_file  # noqa: E402
+from glassformer.viz.figures import pyplot, save_figure  # noqa: E402
 
 RESULT = Path(__file__).parent / "results" / "quant.json"
 FORMATS = ("int8", "nf4")
@@ -343,6 +345,30 @@ def headline(gpt2: dict, smol: dict) -> dict:
     return out
 
 
+def plot(result: dict, path: Path) -> Path:
+    """tok/s per entry in each timed section (GPT-2 and SmolLM2 at batch 1 and 8, SmolLM2's
+    decoding steps alone beside llama.cpp), and SmolLM2's perplexity per format."""
+    plt = pyplot()
+    panels = [(f"{label} {key}", result.get(family, {}).get(key, {}))
+              for family, label in (("gpt2", "GPT-2"), ("smollm2", "SmolLM2"))
+              for key in ("batch1", "batch8", "batch1_steps")]  # fmt: skip
+    panels = [(title, {k: v["tok_s"] for k, v in rows.items() if "tok_s" in v}) for title, rows in panels if rows]
+    ppl = result.get("smollm2", {}).get("perplexity")
+    fig, axes = plt.subplots(1, len(panels) + bool(ppl), figsize=(3.6 * (len(panels) + bool(ppl)), 4.2))
+    axes = list(axes) if hasattr(axes, "__len__") else [axes]
+    for ax, (title, rows) in zip(axes, panels):
+        ax.barh(list(rows), list(rows.values()), color=["#1f77b4" if k.startswith("ours") else "#888" for k in rows])
+        ax.set_title(f"{title} (tok/s)", fontsize=9)
+        ax.tick_params(labelsize=7)
+    if ppl:
+        axes[-1].barh(list(ppl), list(ppl.values()), color="#ff7f0e")
+        axes[-1].set_title("SmolLM2 perplexity (Tiny Shakespeare)", fontsize=9)
+        axes[-1].tick_params(labelsize=7)
+    fig.suptitle(f"quantized decoding on {result.get('cpu')}, {result.get('kernel_isa')} kernels", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -355,7 +381,11 @@ def main() -> None:
     )
     parser.add_argument("--smollm2", action="store_true", help="with --quick: the SmolLM2 rows too")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--plot", type=Path, default=None, help="redraw the PNG of this results file and stop")
     args = parser.parse_args()
+    if args.plot:
+        print(f"wrote {plot(json.loads(args.plot.read_text()), args.plot.with_suffix('.png'))}")
+        return
     n_new, rounds = (4, 1) if args.quick else (args.new_tokens, args.rounds)
     result: dict = {"machine_before": describe(), "command": " ".join(["python", *sys.argv]), "new_tokens": n_new,
                     "rounds": rounds, "kernel_isa": kernels.isa(), "kernels_why_not": kernels.unavailable_reason(),
@@ -375,7 +405,7 @@ def main() -> None:
               "machine_after": describe()}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {plot(result, args.out.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":
