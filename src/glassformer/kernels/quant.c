@@ -202,7 +202,7 @@ ALWAYS_INLINE void q8_group1(const int8_t* q, const int16_t* xq, const uint8_t* 
     }
 }
 #else
-#define Q8_GROUP 1 /* the other paths' rows are not latency-bound the same way: unchanged */
+#define Q8_GROUP 1 /* the other paths: one row per pass, as q8_row */
 ALWAYS_INLINE void q8_group1(const int8_t* q, const int16_t* xq, const uint8_t* xhi, const uint8_t* xlo,
                              int64_t I, int64_t* S) {
     q8_row(q, xq, xhi, xlo, I, 1, S);
@@ -232,7 +232,7 @@ int gf_q8_linear(const float* x, int64_t ldx, const int8_t* q, const float* scal
     for (int64_t g = 0; g < groups; g++) {
         const int64_t o0 = g * group, n = O - o0 < group ? O - o0 : group;
         int64_t S[QMAX_ROWS * Q8_GROUP];
-        if (n == Q8_GROUP && group > 1)
+        if (M == 1 && n == Q8_GROUP) /* batch 1, a full group (one row where Q8_GROUP is 1) */
             q8_group1(q + o0 * I, xq, xhi, xlo, I, S);
         else
             for (int64_t r = 0; r < n; r++) q8_rows(q + (o0 + r) * I, xq, xhi, xlo, I, M, S + r * M);
@@ -376,7 +376,7 @@ int gf_q4_linear(const float* x, int64_t ldx, const uint8_t* packed, const float
     for (int64_t g = 0; g < groups; g++) {
         const int64_t o0 = g * group, n = O - o0 < group ? O - o0 : group;
         float out[QMAX_ROWS * Q4_GROUP];
-        if (n == Q4_GROUP && group > 1)
+        if (M == 1 && n == Q4_GROUP) /* batch 1, a full group (one row where Q4_GROUP is 1) */
             q4_group1(packed + o0 * (I / 2), block_scale + o0 * (I / Q4_BLOCK), code, xd, I, out);
         else
             for (int64_t r = 0; r < n; r++)
